@@ -1,0 +1,3 @@
+from bongrl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,336 @@
+"""BONG over any ``torch.nn.Module``: flat parameters, outputs and Jacobians with ``torch.func``, and the
+LIN / MC-EF / MC-Hess updates (Jones, Chang & Murphy, "Bayesian Online Natural Gradient", NeurIPS 2024).
+
+One BONG step from the predicted belief q_{t|t-1} = N(μ, Σ) (paper §3)::
+
+    Λ_t = Λ_{t|t-1} − E_q[∇²ℓ(θ)],    μ_t = μ_{t|t-1} + Λ_t⁻¹ E_q[∇ℓ(θ)],   ℓ(θ) = log p(y | f(θ, x))
+
+with the expectations approximated by linearisation (LIN, §4.2: H = ∂m(f)/∂θ at μ, moment-matched R) or by M
+samples θ_m ~ q_{t|t-1} (MC-EF: empirical Fisher; MC-Hess: generalised Gauss-Newton at the samples). The family
+(full / diag / dlr / plugins) decides how the precision is stored (:mod:`bongrl.posteriors`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jacrev, vmap
+
+from bongrl import registry
+from bongrl.device import resolve_device
+from bongrl.likelihoods import Likelihood, make_likelihood
+from bongrl.posteriors.base import PosteriorFamily, State, check_finite, mc_increment, whiten_lin
+
+__all__ = ["BONG", "FlatParams", "METHODS"]
+
+METHODS = ("lin", "mc-ef", "mc-hess")
+
+
+class FlatParams:
+    """A view of (a named subset of) a module's parameters as one flat vector θ ∈ R^P.
+
+    Parameters outside the subset stay frozen at the module's values (``requires_grad`` is not changed; they are
+    simply not part of θ).
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str] | None = None) -> None:
+        all_params = dict(model.named_parameters())
+        if names is None:
+            names = list(all_params)
+        else:
+            if isinstance(names, str):
+                names = [names]
+            missing = [n for n in names if n not in all_params]
+            if missing:
+                raise ValueError(f"unknown parameter names {missing}; the model has {sorted(all_params)}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"parameter names must be distinct, got {list(names)}")
+        if not names:
+            raise ValueError("the model has no parameters to put a posterior on")
+        self.names: list[str] = list(names)
+        self.shapes = [tuple(all_params[n].shape) for n in self.names]
+        self.numels = [int(all_params[n].numel()) for n in self.names]
+        self.num_params = int(sum(self.numels))
+
+    def flatten(self, model: nn.Module) -> Tensor:
+        params = dict(model.named_parameters())
+        return torch.cat([params[n].detach().reshape(-1) for n in self.names])
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        chunks = torch.split(theta, self.numels)
+        return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes)}
+
+    def write(self, model: nn.Module, theta: Tensor) -> None:
+        """Copy θ into the module's parameters in place (e.g. to export the posterior mean)."""
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, t in self.unflatten(theta).items():
+                params[n].copy_(t)
+
+
+class BONG:
+    """Online Bayesian estimator for the weights of ``model``.
+
+    Args:
+        model: any module mapping inputs (B, ...) to outputs (B,) or (B, C). Moved to ``device``/``dtype``.
+        family: registered posterior family ("full", "diag", "dlr" or a plugin).
+        likelihood: "gaussian" (R = obs_std²), "bernoulli" (one logit) or "categorical" (C logits).
+        obs_std: Gaussian observation noise σ.
+        prior_std: prior standard deviation (scalar or (P,) tensor); ignored when ``weight_decay`` is given.
+        prior_mean: prior mean (P,); ``None`` takes the model's current parameters (its initialisation).
+        method: "lin", "mc-ef" or "mc-hess".
+        rank: DLR rank L (passed to families that take it).
+        num_samples: M for the Monte-Carlo methods.
+        params: names of the parameters to put the posterior on (default: all); the others stay frozen.
+        seed: seeds the estimator's generator (sampling, MC).
+        device: "auto" (CUDA when present), "cpu", "cuda", or a ``torch.device``.
+        dtype: torch.float32 (default) or torch.float64.
+        weight_decay: L2 coefficient λ, mapped to a Gaussian prior of precision λ (prior variance 1/λ).
+        family_options: extra constructor options for the family plugin.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        family: str = "full",
+        likelihood: str = "gaussian",
+        obs_std: float = 0.5,
+        prior_std: float | Tensor = 1.0,
+        prior_mean: Tensor | None = None,
+        method: str = "lin",
+        rank: int = 10,
+        num_samples: int = 10,
+        params: Sequence[str] | None = None,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        dtype: torch.dtype = torch.float32,
+        weight_decay: float | None = None,
+        **family_options: Any,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.method = method
+        self.num_samples = num_samples
+        self.likelihood: Likelihood = make_likelihood(likelihood, obs_std)
+        self.model = model.to(device=self.device, dtype=dtype)
+        self.flat = FlatParams(self.model, params)
+        self.family_name = family
+        self.family: PosteriorFamily = registry.create_posterior(family, rank=rank, **family_options)
+
+        P = self.flat.num_params
+        mean0 = self.flat.flatten(self.model) if prior_mean is None else torch.as_tensor(prior_mean)
+        mean0 = mean0.to(device=self.device, dtype=dtype).reshape(-1).clone()
+        if mean0.shape != (P,):
+            raise ValueError(f"prior_mean must have {P} entries, got {tuple(mean0.shape)}")
+        check_finite("prior_mean", mean0)
+        if weight_decay is not None:
+            if not (math.isfinite(weight_decay) and weight_decay > 0):
+                raise ValueError(f"weight_decay must be positive, got {weight_decay!r}")
+            prior_var = torch.full((P,), 1.0 / weight_decay, dtype=dtype, device=self.device)
+        else:
+            std = torch.as_tensor(prior_std, dtype=dtype, device=self.device)
+            if std.ndim not in (0, 1) or (std.ndim == 1 and std.shape != (P,)):
+                raise ValueError(f"prior_std must be a scalar or have {P} entries, got shape {tuple(std.shape)}")
+            if not bool(torch.isfinite(std).all()) or bool((std <= 0).any()):
+                raise ValueError("prior_std must be positive and finite")
+            prior_var = (std**2).expand(P).clone()
+        self.prior_mean = mean0
+        self.state: State = self.family.init(mean0, prior_var)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def mean(self) -> Tensor:
+        """Posterior mean μ, shape (P,)."""
+        return self.state["mean"]
+
+    @property
+    def num_params(self) -> int:
+        return self.flat.num_params
+
+    # ------------------------------------------------------------------ model evaluation
+    def _as_input(self, x: Any, name: str = "x") -> Tensor:
+        x = torch.as_tensor(x, device=self.device)
+        if x.is_floating_point():
+            x = x.to(self.dtype)
+        check_finite(name, x)
+        if x.ndim == 0:
+            raise ValueError(f"{name} must have a batch dimension, got a scalar")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch")
+        return x
+
+    def _call(self, theta: Tensor, x: Tensor) -> Tensor:
+        out = functional_call(self.model, self.flat.unflatten(theta), (x,))
+        return out.reshape(out.shape[0], -1)
+
+    def forward(self, x: Any, theta: Tensor | None = None) -> Tensor:
+        """Model outputs f(θ, x), (B, C); θ defaults to μ; a (n, P) θ gives (n, B, C)."""
+        x = self._as_input(x)
+        theta = self.mean if theta is None else theta
+        with torch.no_grad():
+            if theta.ndim == 2:
+                return vmap(self._call, in_dims=(0, None))(theta, x)
+            return self._call(theta, x)
+
+    def _output_fn(self, index: Tensor | None):
+        def f(theta: Tensor, x_row: Tensor, idx: Tensor | None) -> tuple[Tensor, Tensor]:
+            out = self._call(theta, x_row.unsqueeze(0))[0]
+            if idx is not None:
+                out = out.gather(0, idx.reshape(1))
+            return out, out
+
+        return f
+
+    def jacobian(self, x: Any, theta: Tensor | None = None, index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Outputs f (B, C) and Jacobians ∂f/∂θ (B, C, P) at θ (default μ), one row at a time via vmap(jacrev).
+
+        ``index`` (B,) selects one output per row (e.g. Q(s, a) for the taken action): then C = 1.
+        """
+        x = self._as_input(x)
+        theta = self.mean if theta is None else theta
+        fn = self._output_fn(index)
+        in_dims = (None, 0, 0 if index is not None else None)
+        J, f = vmap(jacrev(fn, has_aux=True), in_dims=in_dims)(theta, x, index)
+        return f, J
+
+    def _check_index(self, index: Any, B: int, C: int) -> Tensor | None:
+        if index is None:
+            return None
+        index = torch.as_tensor(index, device=self.device)
+        if index.is_floating_point() or index.dtype == torch.bool:
+            raise ValueError("index must hold integers")
+        index = index.reshape(-1).long()
+        if index.shape != (B,):
+            raise ValueError(f"index must have {B} entries, got {tuple(index.shape)}")
+        if bool(((index < 0) | (index >= C)).any()):
+            raise ValueError(f"index values must lie in [0, {C})")
+        return index
+
+    def _output_shape(self, x: Tensor) -> tuple[int, int]:
+        try:
+            f = self.forward(x[:1])
+        except (RuntimeError, IndexError, TypeError) as exc:
+            raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model: {exc}") from exc
+        return x.shape[0], f.shape[1]
+
+    # ------------------------------------------------------------------ BONG
+    def increment(self, x: Any, y: Any, index: Any = None) -> tuple[Tensor, Tensor]:
+        """The information-form increment (A, g) of one BONG step on the batch (x, y); no state change.
+
+        All B rows are conditioned on jointly at the current linearisation point (or the same samples).
+        """
+        x = self._as_input(x)
+        B, C = self._output_shape(x)
+        idx = self._check_index(index, B, C)
+        if idx is not None:
+            C = 1
+        y = torch.as_tensor(y, device=self.device)
+        if y.is_floating_point():
+            y = y.to(self.dtype)
+        if y.shape[:1] != (B,):
+            raise ValueError(f"y must have {B} rows like x, got shape {tuple(y.shape)}")
+        y_enc = self.likelihood.encode(y, (B, C)).to(device=self.device, dtype=self.dtype)
+        lik = self.likelihood
+        if self.method == "lin":
+            f, J = self.jacobian(x, index=idx)
+            H, residual, R = lik.lin_terms(f, J, y_enc)
+            return whiten_lin(H, residual, R)
+        thetas = self.family.sample(self.state, self.num_samples, self.generator)
+
+        def loglik(theta: Tensor) -> Tensor:
+            f = self._call(theta, x)
+            if idx is not None:
+                f = f.gather(1, idx.unsqueeze(1))
+            return lik.log_prob(f, y_enc).sum()
+
+        grads = vmap(grad(loglik))(thetas)
+        if self.method == "mc-ef":
+            return mc_increment(grads)
+        fn = self._output_fn(idx)
+        in_dims = (None, 0, 0 if idx is not None else None)
+        jac_rows = vmap(jacrev(fn, has_aux=True), in_dims=in_dims)
+        J, f = vmap(jac_rows, in_dims=(0, None, None))(thetas, x, idx)  # (M, B, C, P), (M, B, C)
+        S = vmap(lik.hessian_sqrt)(f)  # (M, B, C, C)
+        factors = torch.einsum("mbcp,mbck->mpbk", J, S).reshape(self.num_samples, self.num_params, -1)
+        return mc_increment(grads, factors)
+
+    def update(self, x: Any, y: Any, index: Any = None) -> BONG:
+        """One BONG step on the batch (x: (B, ...), y: (B,) or (B, C)); B = 1 is one online step.
+
+        Bad input (NaN/Inf, wrong shape, labels out of range) raises ``ValueError`` and leaves the posterior
+        bit-identical. ``index`` (B,) conditions on one selected output per row (C = 1).
+        """
+        A, g = self.increment(x, y, index)
+        self.apply_increment(A, g)
+        return self
+
+    def apply_increment(self, A: Tensor, g: Tensor) -> None:
+        """Λ ← Λ + AAᵀ, μ ← μ + Λ⁻¹g (validated; the state is replaced only on success)."""
+        self.state = self.family.update(self.state, A, g)
+
+    def predict_step(self, gamma: float = 1.0, q: float = 0.0, toward_prior: bool = True) -> BONG:
+        """μ ← γμ + (1−γ)μ₀, Σ ← γ²Σ + qI (μ₀ is the prior mean when ``toward_prior``, else 0)."""
+        self.state = self.family.predict(self.state, gamma, q, self.prior_mean if toward_prior else None)
+        return self
+
+    def covariance(self) -> Tensor:
+        """Dense Σ (P×P). O(P²) memory and O(P²L) (dlr) / O(P³) time: small P only."""
+        return self.family.covariance(self.state)
+
+    def predict(self, x: Any, index: Any = None) -> tuple[Tensor, Tensor]:
+        """Predictive mean f(μ, x) of the model output (B, C) and its linearised variance diag(J Σ Jᵀ) (B, C).
+
+        Outputs are the network's (logits for bernoulli/categorical), not the link's probabilities.
+        """
+        x = self._as_input(x)
+        B, C = self._output_shape(x)
+        idx = self._check_index(index, B, C)
+        f, J = self.jacobian(x, index=idx)
+        var = self.family.predictive_cov(self.state, J).diagonal(dim1=-2, dim2=-1).clamp_min(0.0)
+        return f.detach(), var.detach()
+
+    def sample(self, n: int) -> Tensor:
+        """n parameter samples θ ~ N(μ, Σ), shape (n, P), from the estimator's seeded generator."""
+        return self.family.sample(self.state, n, self.generator)
+
+    def write_mean(self) -> None:
+        """Copy μ into the model's parameters (e.g. to use the model outside bongrl)."""
+        self.flat.write(self.model, self.mean)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors only (safetensors-ready): ``posterior.<key>``, ``prior_mean`` and ``rng_state``."""
+        sd = {f"posterior.{k}": v.detach().clone() for k, v in self.state.items()}
+        sd["prior_mean"] = self.prior_mean.clone()
+        sd["rng_state"] = self.generator.get_state().clone()
+        return sd
+
+    def load_state_dict(self, sd: dict[str, Tensor]) -> None:
+        """Restore from :meth:`state_dict`; validates shapes and finiteness before replacing anything."""
+        state = {k[len("posterior.") :]: v for k, v in sd.items() if k.startswith("posterior.")}
+        state = {k: torch.as_tensor(v).to(device=self.device, dtype=self.dtype) for k, v in state.items()}
+        self.family.validate_state(state)
+        if state["mean"].shape != (self.num_params,):
+            raise ValueError(f"state has {state['mean'].shape[0]} parameters, the model has {self.num_params}")
+        prior_mean = self.prior_mean
+        if "prior_mean" in sd:
+            prior_mean = torch.as_tensor(sd["prior_mean"]).to(device=self.device, dtype=self.dtype)
+            if prior_mean.shape != (self.num_params,):
+                raise ValueError("prior_mean in the state dict has the wrong size")
+        if "rng_state" in sd:
+            rng = torch.as_tensor(sd["rng_state"]).to(dtype=torch.uint8, device="cpu")
+            self.generator.set_state(rng)
+        self.state = state
+        self.prior_mean = prior_mean

@@ -1,0 +1,5 @@
+"""Posterior families. Reach them through :mod:`bongrl.registry` (entry-point group ``bongrl.posteriors``)."""
+
+from bongrl.posteriors.base import PosteriorFamily, State
+
+__all__ = ["PosteriorFamily", "State"]

@@ -1,0 +1,127 @@
+"""Diagonal-plus-low-rank precision: Λ = diag(υ) + W Wᵀ, W ∈ R^{P×L} (LO-FI / BONG-DLR).
+
+State: ``mean`` (P,), ``ups`` (P,), ``W`` (P, L). Update cost O(P(L+K)² + (L+K)³); memory O(PL).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bongrl.posteriors.base import PosteriorFamily, State, cholesky_psd, symmetrize
+
+
+class DiagonalPlusLowRank(PosteriorFamily):
+    """BONG-DLR (Jones et al. 2024 §4.3; authors' ``update_dlrg_bong``, BONG_NOTES §2c and §4).
+
+    Update with K new whitened columns A and natural gradient g:
+
+    1. W̃ = [W, A];  mean step with the *untruncated* precision by Woodbury:
+       μ' = μ + (diag υ + W̃W̃ᵀ)⁻¹ g = μ + υ⁻¹g − υ⁻¹W̃ (I + W̃ᵀυ⁻¹W̃)⁻¹ W̃ᵀυ⁻¹g.
+    2. Truncate to rank L through the (L+K)×(L+K) Gram matrix: W̃ᵀW̃ = V S Vᵀ (descending),
+       W' = W̃ V[:, :L], and the discarded mass goes to the diagonal, υ' = υ + rowsum((W̃ V[:, L:])²),
+       so diag(Λ) is preserved exactly. V is orthogonal, so W'W'ᵀ + (discarded) = W̃W̃ᵀ holds to round-off
+       even where the eigenvalues are inaccurate; no division by singular values is needed.
+
+    Predict (LO-FI, Chang et al. 2023; authors' ``predict_bong_dlr``): υ' = 1/(γ²/υ + q),
+    W' = γ diag(υ'/υ) W chol((I + q Wᵀ diag(υ'/υ) W)⁻¹). Exact for q = 0; an approximation of Σ + qI otherwise.
+    With rank L ≥ P the family is exact (equals ``full``).
+    """
+
+    name = "dlr"
+
+    def __init__(self, rank: int = 10) -> None:
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be a positive int, got {rank!r}")
+        self.rank = rank
+
+    def init(self, mean: Tensor, prior_var: Tensor) -> State:
+        P = mean.shape[0]
+        return {
+            "mean": mean.clone(),
+            "ups": 1.0 / prior_var.to(mean),
+            "W": torch.zeros(P, self.rank, dtype=mean.dtype, device=mean.device),
+        }
+
+    def _predict(self, state: State, gamma: float, q: float, prior_mean: Tensor | None) -> State:
+        ups, W = state["ups"], state["W"]
+        new_ups = 1.0 / (gamma**2 / ups + q)
+        ratio = new_ups / ups
+        if q > 0.0:
+            Wr = W * ratio.unsqueeze(1)
+            C = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + q * (W.T @ Wr)
+            Cinv = torch.cholesky_inverse(cholesky_psd(C))
+            new_W = gamma * Wr @ cholesky_psd(Cinv)
+        else:
+            new_W = W / gamma
+        return {"mean": self._pull_mean(state, gamma, prior_mean), "ups": new_ups, "W": new_W}
+
+    def _update(self, state: State, A: Tensor, g: Tensor) -> State:
+        ups, W = state["ups"], state["W"]
+        Wt = torch.cat([W, A], dim=1)  # (P, L+K)
+        dinv = 1.0 / ups
+        DW = Wt * dinv.unsqueeze(1)
+        G = torch.eye(Wt.shape[1], dtype=W.dtype, device=W.device) + Wt.T @ DW
+        L = cholesky_psd(G)
+        dg = dinv * g
+        delta = dg - DW @ torch.cholesky_solve((Wt.T @ dg).unsqueeze(1), L).squeeze(1)
+        _, V = torch.linalg.eigh(symmetrize(Wt.T @ Wt))
+        V = V.flip(-1)  # descending eigenvalues
+        rank = W.shape[1]
+        new_W = Wt @ V[:, :rank]
+        extra = Wt @ V[:, rank:]
+        return {"mean": state["mean"] + delta, "ups": ups + (extra * extra).sum(1), "W": new_W}
+
+    # -- Woodbury pieces: Σ = D⁻¹ − D⁻¹W M⁻¹ WᵀD⁻¹ with M = I + WᵀD⁻¹W
+    def _woodbury(self, state: State) -> tuple[Tensor, Tensor, Tensor]:
+        ups, W = state["ups"], state["W"]
+        dinv = 1.0 / ups
+        DW = W * dinv.unsqueeze(1)
+        M = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + W.T @ DW
+        return dinv, DW, cholesky_psd(M)
+
+    def noise_dim(self, state: State) -> int:
+        return int(state["mean"].shape[0] + state["W"].shape[1])
+
+    def sample_from_noise(self, state: State, z: Tensor) -> Tensor:
+        """L-RVGA Prop. 1 (authors' ``sample_dlr``): x ~ N(0, υ⁻¹), ε ~ N(0, I_L), B = υ⁻¹W M⁻¹,
+        θ − μ = x − B Wᵀx + Bε, whose covariance is exactly (diag υ + WWᵀ)⁻¹."""
+        P = state["mean"].shape[0]
+        W = state["W"]
+        dinv, DW, Lm = self._woodbury(state)
+        x = z[:, :P] * dinv.sqrt()
+        eps = z[:, P:]
+        Bt = torch.cholesky_solve(DW.T, Lm)  # (L, P) = Bᵀ = M⁻¹ WᵀD⁻¹
+        return state["mean"] + x - (x @ W) @ Bt + eps @ Bt
+
+    def precondition(self, state: State, v: Tensor) -> Tensor:
+        dinv, DW, Lm = self._woodbury(state)
+        vec = v.ndim == 1
+        V = v.unsqueeze(1) if vec else v
+        out = dinv.unsqueeze(1) * V - DW @ torch.cholesky_solve(DW.T @ V, Lm)
+        return out.squeeze(1) if vec else out
+
+    def predictive_cov(self, state: State, H: Tensor) -> Tensor:
+        dinv, DW, Lm = self._woodbury(state)
+        HDW = H @ DW  # (..., C, L)
+        X = torch.linalg.solve_triangular(Lm, HDW.transpose(-1, -2), upper=False)  # (..., L, C)
+        return symmetrize((H * dinv) @ H.transpose(-1, -2) - X.transpose(-1, -2) @ X)
+
+    def marginal_variance(self, state: State) -> Tensor:
+        dinv, DW, Lm = self._woodbury(state)
+        X = torch.linalg.solve_triangular(Lm, DW.T, upper=False)  # (L, P)
+        return dinv - (X * X).sum(0)
+
+    def health(self, state: State) -> float:
+        return float(state["ups"].min())
+
+    def validate_state(self, state: State) -> None:
+        super().validate_state(state)
+        P = state["mean"].shape[0]
+        if set(state) != {"mean", "ups", "W"} or state["ups"].shape != (P,) or state["W"].shape != (P, self.rank):
+            raise ValueError(
+                f"dlr posterior state needs 'mean' (P,), 'ups' (P,) and 'W' (P, rank={self.rank}); got "
+                + ", ".join(f"{k}{tuple(v.shape)}" for k, v in state.items())
+            )
+        if bool((state["ups"] <= 0).any()):
+            raise ValueError("dlr posterior diagonal precision must be positive")
