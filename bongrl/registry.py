@@ -129,7 +129,7 @@ def load(group: str, name: str) -> type:
     dist, version = _dist_of(ep)
     try:
         obj = ep.load()
-    except Exception as exc:  # any import-time failure of third-party code
+    except (Exception, SystemExit) as exc:  # any import-time failure of third-party code (even sys.exit())
         raise PluginError(
             f"plugin {name!r} ({ep.value}) from distribution {dist} {version} failed to load: "
             f"{type(exc).__name__}: {exc}"
@@ -139,6 +139,12 @@ def load(group: str, name: str) -> type:
         raise PluginError(
             f"plugin {name!r} ({ep.value}) from distribution {dist} {version} is not a "
             f"{base.__module__}.{base.__name__} subclass (got {obj!r})"
+        )
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise PluginError(
+            f"plugin {name!r} ({ep.value}) from distribution {dist} {version} is abstract: "
+            f"it does not implement {missing}"
         )
     return obj
 
