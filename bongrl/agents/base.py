@@ -1,0 +1,124 @@
+"""What the value-based agents share: a BONG posterior over a value network, an exploration rule from the
+registry, the :class:`~bongrl.exploration.base.ValueModel` view the rule acts on, and config plumbing."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import vmap
+
+from bongrl import registry
+from bongrl.bong import BONG
+from bongrl.device import resolve_device
+from bongrl.exploration.base import ExplorationRule
+
+__all__ = ["PosteriorValueAgent", "mlp", "config_from_kwargs", "DTYPES"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...] | list[int], out_dim: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """in → hidden... → out with ``activation`` between layers; the last Linear is named ``head``."""
+    layers: list[tuple[str, nn.Module]] = []
+    d = in_dim
+    for i, h in enumerate(hidden):
+        layers += [(f"fc{i}", nn.Linear(d, h)), (f"act{i}", activation())]
+        d = h
+    layers.append(("head", nn.Linear(d, out_dim)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def config_from_kwargs(cls: type, kwargs: dict[str, Any], owner: str) -> Any:
+    """Build the dataclass ``cls`` from keyword overrides; unknown keys or wrong types raise a one-line error."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {owner} hyperparameter(s) {unknown}; valid: {sorted(fields)}")
+    cfg = cls(**kwargs)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+class PosteriorValueAgent:
+    """A BONG posterior over a value network (observation → one value per action) plus an exploration rule.
+
+    Implements the :class:`~bongrl.exploration.base.ValueModel` protocol for the rule.
+    """
+
+    num_actions: int
+    est: BONG
+    rule: ExplorationRule
+
+    def _build(
+        self,
+        net: nn.Module,
+        num_actions: int,
+        posterior: str,
+        exploration: str,
+        exploration_options: dict[str, Any],
+        seed: int,
+        device: str | torch.device,
+        dtype: torch.dtype,
+        **bong_kwargs: Any,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.num_actions = num_actions
+        self.posterior_name = posterior
+        self.exploration_name = exploration
+        self.est = BONG(net, family=posterior, seed=seed, device=self.device, dtype=dtype, **bong_kwargs)
+        self.rule = registry.create_exploration(exploration, **exploration_options)
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(int(seed) + 1)
+
+    # ------------------------------------------------------------------ ValueModel
+    def q_values(self, obs: Tensor, theta: Tensor | None = None) -> Tensor:
+        with torch.no_grad():
+            if theta is None:
+                return self.est._call(self.est.mean, obs)
+            if theta.ndim == 1:
+                return self.est._call(theta, obs)
+            return vmap(lambda t, o: self.est._call(t, o.unsqueeze(0))[0])(theta, obs)
+
+    def q_std(self, obs: Tensor) -> Tensor:
+        _, var = self.est.predict(obs)
+        return var.sqrt()
+
+    def sample_params(self, n: int) -> Tensor:
+        return self.est.sample(n)
+
+    # ------------------------------------------------------------------ helpers
+    def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:
+        arr = np.asarray(obs)
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        if arr.shape == obs_shape:
+            arr = arr[None]
+        if arr.shape[1:] != obs_shape:
+            raise ValueError(f"{name} must have shape {obs_shape} or (B, *{obs_shape}), got {arr.shape}")
+        t = torch.as_tensor(arr, device=self.device).to(self.dtype)
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or Inf")
+        return t
+
+    def _act_tensor(self, obs: Tensor, deterministic: bool) -> Tensor:
+        if deterministic or self.rule.deterministic:
+            return self.q_values(obs).argmax(-1) if deterministic else self.rule.act(self, obs, self.generator)
+        return self.rule.act(self, obs, self.generator)
+
+    @staticmethod
+    def _check_finite_scalar(name: str, v: Any) -> float:
+        try:
+            f = float(v)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be a real number, got {v!r}") from exc
+        if not math.isfinite(f):
+            raise ValueError(f"{name} is NaN or Inf")
+        return f

@@ -1,0 +1,267 @@
+"""ThompsonBandit: contextual (or multi-armed) bandit agent with a BONG posterior over a reward model.
+
+The model maps a context x ∈ R^d to one expected reward per arm. Each round the exploration rule picks an arm
+(``thompson``: argmax of a fresh posterior sample's predictions — every round is its own episode), the reward is a
+Gaussian (or Bernoulli) observation of the chosen arm's output, and one BONG step conditions the posterior on it.
+This is the bandit case of BongDQN with γ_d = 0 (DESIGN.md §3). With ``model="linear"``, ``posterior="full"`` and a
+Gaussian likelihood the update is exact Bayesian linear regression (conjugate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bongrl import __version__
+from bongrl.agents.base import DTYPES, PosteriorValueAgent, config_from_kwargs, mlp
+from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = ["ThompsonBandit", "ThompsonBanditConfig", "ArmMeans"]
+
+
+class ArmMeans(nn.Module):
+    """Context-free model: one learnable value per arm (the multi-armed case, ``context_dim=0``)."""
+
+    def __init__(self, n_arms: int) -> None:
+        super().__init__()
+        self.values = nn.Parameter(torch.zeros(n_arms))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.values.expand(x.shape[0], -1)
+
+
+@dataclass
+class ThompsonBanditConfig:
+    """Hyperparameters of :class:`ThompsonBandit`."""
+
+    hidden: list[int] = field(default_factory=lambda: [50])
+    """Hidden widths of the default MLP reward model (ignored for ``model="linear"`` or a given module)."""
+    likelihood: str = "gaussian"
+    """"gaussian" (real rewards, noise ``obs_std``) or "bernoulli" (0/1 rewards, logits per arm)."""
+    obs_std: float = 1.0
+    """Reward noise σ of the Gaussian likelihood."""
+    prior_std: float = 1.0
+    """Prior standard deviation of every weight."""
+    prior_mean: str = "init"
+    """"init": the model's seeded initial weights; "zero": zeros (the conjugate textbook prior)."""
+    rank: int = 10
+    """DLR rank."""
+    method: str = "lin"
+    """BONG variant: "lin", "mc-ef" or "mc-hess"."""
+    num_samples: int = 10
+    """M for the MC variants."""
+    forget: float = 1.0
+    """Forgetting γ: θ drifts toward its prior (Ornstein-Uhlenbeck, Σ ← γ²Σ + (1−γ²)σ₀²I) before each update;
+    1 = stationary bandit."""
+    process_noise: float = 0.0
+    """Process noise q of the predict step."""
+    every: int = 0
+    """Thompson: 0 resamples every round (each round is an episode)."""
+    beta: float = 1.0
+    """UCB optimism."""
+    eps_start: float = 0.1
+    eps_end: float = 0.01
+    decay_steps: int = 1_000
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        if self.likelihood not in ("gaussian", "bernoulli"):
+            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {self.likelihood!r}")
+        if self.prior_mean not in ("init", "zero"):
+            raise ValueError(f"prior_mean must be 'init' or 'zero', got {self.prior_mean!r}")
+        for name in ("obs_std", "prior_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.forget <= 1.0:
+            raise ValueError(f"forget must be in (0, 1], got {self.forget}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
+    def exploration_options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("every", "beta", "eps_start", "eps_end", "decay_steps")}
+
+
+class ThompsonBandit(PosteriorValueAgent):
+    """Thompson-sampling (or UCB / greedy / ε-greedy) bandit agent over a BONG posterior.
+
+    Args:
+        n_arms: number of arms.
+        context_dim: context size d (0 for a multi-armed bandit).
+        model: ``None`` (MLP with ``hidden`` widths), ``"linear"`` (x ↦ Wx + b, the conjugate case) or any module
+            mapping (B, d) contexts to (B, n_arms) values.
+    """
+
+    def __init__(
+        self,
+        n_arms: int,
+        context_dim: int,
+        model: nn.Module | str | None = None,
+        posterior: str = "dlr",
+        exploration: str = "thompson",
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        **hyperparameters: Any,
+    ) -> None:
+        if not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
+            raise ValueError(f"n_arms must be a positive int, got {n_arms!r}")
+        if not isinstance(context_dim, (int, np.integer)) or context_dim < 0:
+            raise ValueError(f"context_dim must be a non-negative int, got {context_dim!r}")
+        self.config = config_from_kwargs(ThompsonBanditConfig, hyperparameters, "ThompsonBandit")
+        cfg = self.config
+        self.seed = int(seed)
+        self.n_arms, self.context_dim = int(n_arms), int(context_dim)
+        self.model_kind = model if isinstance(model, str) or model is None else "custom"
+        torch.manual_seed(self.seed)
+        if model is None or model == "mlp":
+            net: nn.Module = ArmMeans(self.n_arms) if context_dim == 0 else mlp(context_dim, cfg.hidden, self.n_arms)
+        elif model == "linear":
+            net = ArmMeans(self.n_arms) if context_dim == 0 else nn.Linear(context_dim, self.n_arms)
+        elif isinstance(model, nn.Module):
+            net = model
+        else:
+            raise ValueError(f"model must be None, 'mlp', 'linear' or an nn.Module, got {model!r}")
+        prior_mean = None
+        if cfg.prior_mean == "zero":
+            prior_mean = torch.zeros(sum(p.numel() for p in net.parameters()))
+        self._build(
+            net, self.n_arms, posterior, exploration, cfg.exploration_options(), self.seed, device,
+            DTYPES[cfg.dtype], likelihood=cfg.likelihood, obs_std=cfg.obs_std, prior_std=cfg.prior_std,
+            prior_mean=prior_mean, method=cfg.method, rank=cfg.rank, num_samples=cfg.num_samples,
+        )
+        self.obs_shape = (self.context_dim,)
+        self.rule.reset(1)
+        self.num_rounds = 0
+        self._predict_rule = None
+
+    # ------------------------------------------------------------------ bandit API
+    def act(self, context: Any) -> int:
+        """Choose an arm for one context (shape (d,); anything for d = 0)."""
+        obs = self._context(context)
+        self.rule.on_episode_start(self, [0])
+        return int(self.rule.act(self, obs, self.generator)[0])
+
+    def update(self, context: Any, arm: Any, reward: Any) -> None:
+        """Condition on one round (context, arm, reward). Bad input raises ``ValueError``, posterior unchanged."""
+        obs = self._context(context)
+        if isinstance(arm, (bool, np.bool_)) or not isinstance(arm, (int, np.integer)) or not 0 <= arm < self.n_arms:
+            raise ValueError(f"arm must be an int in [0, {self.n_arms}), got {arm!r}")
+        r = self._check_finite_scalar("reward", reward)
+        if self.config.likelihood == "bernoulli" and r not in (0.0, 1.0):
+            raise ValueError(f"reward must be 0 or 1 for a bernoulli likelihood, got {reward!r}")
+        cfg = self.config
+        self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
+        self.est.update(obs, torch.tensor([r]), index=torch.tensor([int(arm)]))
+        self.num_rounds += 1
+
+    def _context(self, context: Any) -> Tensor:
+        if self.context_dim == 0:
+            return torch.zeros((1, 0), dtype=self.dtype, device=self.device)
+        return self._obs_tensor(context, self.obs_shape, "context")
+
+    def learn(
+        self,
+        env: gym.Env | str,
+        total_rounds: int,
+        callback: Callable[[ThompsonBandit, dict[str, Any]], bool | None] | None = None,
+        progress_bar: bool = False,
+        seed: int | None = None,
+    ) -> ThompsonBandit:
+        """Play ``total_rounds`` rounds on a bongrl bandit env (one round per episode); ``callback(agent, info)``
+        gets ``round``, ``arm``, ``reward``, ``regret``, ``cumulative_regret`` and ``wall`` after every round and
+        may return ``False`` to stop."""
+        if isinstance(env, str):
+            import bongrl.envs  # noqa: F401
+
+            if env not in gym.registry:
+                raise ValueError(f"unknown environment id {env!r}")
+            env = gym.make(env)
+        if env.action_space.n != self.n_arms:
+            raise ValueError(f"env has {env.action_space.n} arms, the agent {self.n_arms}")
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(total_rounds), unit="round", dynamic_ncols=True)
+        start = time.perf_counter()
+        cum = 0.0
+        base_seed = self.seed if seed is None else seed
+        try:
+            for t in range(int(total_rounds)):
+                obs, _ = env.reset(seed=base_seed if (t == 0 and self.num_rounds == 0) else None)
+                arm = self.act(obs)
+                _, reward, _, _, info = env.step(arm)
+                self.update(obs, arm, float(reward))
+                cum += float(info.get("regret", 0.0))
+                if bar is not None:
+                    bar.update(1)
+                    if t % 50 == 0:
+                        bar.set_postfix(regret=f"{cum:.1f}")
+                if callback is not None:
+                    event = {"round": self.num_rounds, "arm": arm, "reward": float(reward),
+                             "regret": float(info.get("regret", 0.0)), "cumulative_regret": cum,
+                             "wall": time.perf_counter() - start}
+                    if callback(self, event) is False:
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> tuple[np.ndarray, None]:
+        """SB3-style: arms for one context or a batch (deterministic: greedy on the posterior mean)."""
+        if self.context_dim == 0:
+            arr = np.asarray(observation)
+            single = arr.ndim <= 1
+            B = 1 if single else arr.shape[0]
+            obs = torch.zeros((B, 0), dtype=self.dtype, device=self.device)
+        else:
+            single = np.asarray(observation).shape == self.obs_shape
+            obs = self._obs_tensor(observation, self.obs_shape, "context")
+        if deterministic:
+            act = self.q_values(obs).argmax(-1)
+        else:
+            from bongrl import registry
+
+            rule = registry.create_exploration(self.exploration_name, **self.config.exploration_options())
+            rule.reset(obs.shape[0])
+            rule.on_episode_start(self, list(range(obs.shape[0])))
+            act = rule.act(self, obs, self.generator)
+        out = act.cpu().numpy()
+        return (out[0] if single else out), None
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        if self.model_kind == "custom":
+            raise ValueError("a ThompsonBandit with a custom model cannot be saved by config; save est.state_dict()")
+        tensors = {f"bong.{k}": v for k, v in self.est.state_dict().items()}
+        tensors.update({f"net.{k}": v for k, v in self.est.model.state_dict().items()})
+        tensors["agent_rng"] = self.generator.get_state()
+        meta = {"class": "ThompsonBandit", "version": __version__, "n_arms": self.n_arms,
+                "context_dim": self.context_dim, "model": self.model_kind, "posterior": self.posterior_name,
+                "exploration": self.exploration_name, "seed": self.seed,
+                "config": dataclasses.asdict(self.config), "num_rounds": self.num_rounds}
+        return save_checkpoint(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path, env: Any = None, device: str | torch.device = "auto") -> ThompsonBandit:
+        tensors, meta = load_checkpoint(path)
+        if meta.get("class") != "ThompsonBandit":
+            raise CheckpointError(f"{str(path)!r} holds a {meta.get('class')!r}, not a ThompsonBandit")
+        agent = cls(meta["n_arms"], meta["context_dim"], model=meta["model"], posterior=meta["posterior"],
+                    exploration=meta["exploration"], seed=meta["seed"], device=device, **meta["config"])
+        net = {k[4:]: v.to(agent.device, agent.dtype) for k, v in tensors.items() if k.startswith("net.")}
+        agent.est.model.load_state_dict(net)
+        agent.est.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("bong.")})
+        agent.generator.set_state(tensors["agent_rng"].to(torch.uint8))
+        agent.num_rounds = int(meta["num_rounds"])
+        return agent

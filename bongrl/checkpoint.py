@@ -1,0 +1,71 @@
+"""Checkpoints: one safetensors file holding every tensor, with the JSON metadata in its header. No pickle.
+
+Writes are atomic (temporary file in the same folder, fsync, ``os.replace``), so a crash never leaves a half-written
+checkpoint under the final name. Loading parses only the safetensors format: a pickle payload, a tampered or a
+truncated file is refused with :class:`CheckpointError` and nothing in it is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT"]
+
+FORMAT = "bongrl-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """The file is not a readable bongrl checkpoint."""
+
+
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Atomically write ``tensors`` and JSON-serialisable ``meta`` to ``path`` (a ``.safetensors`` file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    blob = st_save(clean, metadata=header)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`: (tensors, meta).
+
+    Raises:
+        CheckpointError: missing file, not safetensors (e.g. a pickle), truncated/tampered, or not ours.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+            header = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a valid bongrl checkpoint (safetensors): {exc}") from exc
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is a safetensors file but not a {FORMAT} checkpoint")
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} has a corrupt metadata header: {exc}") from exc
+    return tensors, meta

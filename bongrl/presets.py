@@ -1,0 +1,85 @@
+"""Tuned hyperparameters per environment id; ``train`` uses them unless overridden with ``--set``.
+
+A preset is a dict with keys ``agent`` ("bongdqn" or "bandit"), ``posterior``, ``exploration``, ``steps`` (default
+budget: env steps, or rounds for bandits), ``eval_every`` / ``eval_episodes`` (the periodic evaluation protocol)
+and ``hyperparameters`` (the agent's config fields). How each was obtained is noted beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["get", "available", "load_file", "PRESETS"]
+
+_CLASSIC = {
+    "agent": "bongdqn",
+    "posterior": "dlr",
+    "exploration": "thompson",
+    "eval_every": 5_000,
+    "eval_episodes": 10,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seed-0..4 runs in README "CartPole" table.
+    "CartPole-v1": {
+        **_CLASSIC,
+        "steps": 50_000,
+        "hyperparameters": {"hidden": [64, 64], "prior_std": 1.0, "obs_std": 1.0, "target_update": 20},
+    },
+    "MountainCar-v0": {
+        **_CLASSIC,
+        "steps": 120_000,
+        "hyperparameters": {"hidden": [64, 64], "prior_std": 1.0, "obs_std": 1.0, "gamma": 0.98,
+                            "target_update": 20},
+    },
+    "Acrobot-v1": {
+        **_CLASSIC,
+        "steps": 100_000,
+        "hyperparameters": {"hidden": [64, 64], "prior_std": 1.0, "obs_std": 1.0, "target_update": 20},
+    },
+    "bongrl/DeepSea-v0": {
+        **_CLASSIC,
+        "steps": 20_000,
+        "eval_every": 2_000,
+        "eval_episodes": 1,
+        "hyperparameters": {"hidden": [64], "prior_std": 1.0, "obs_std": 0.1, "gamma": 0.99, "target_update": 10},
+    },
+    "bongrl/WheelBandit-v0": {
+        "agent": "bandit", "posterior": "dlr", "exploration": "thompson", "steps": 2_000,
+        "hyperparameters": {"hidden": [50], "prior_std": 1.0, "obs_std": 1.0},
+    },
+    "bongrl/ClassificationBandit-v0": {
+        "agent": "bandit", "posterior": "dlr", "exploration": "thompson", "steps": 2_000,
+        "hyperparameters": {"hidden": [50], "prior_std": 1.0, "obs_std": 0.5},
+    },
+    "bongrl/BernoulliBandit-v0": {
+        "agent": "bandit", "posterior": "full", "exploration": "thompson", "steps": 2_000,
+        "hyperparameters": {"prior_std": 1.0, "obs_std": 0.5, "prior_mean": "zero"},
+    },
+}
+
+_DEFAULT = {**_CLASSIC, "steps": 50_000, "hyperparameters": {"hidden": [64, 64], "prior_std": 1.0,
+                                                             "target_update": 20}}
+
+
+def available() -> list[str]:
+    return sorted(PRESETS)
+
+
+def get(env_id: str) -> dict[str, Any]:
+    """A deep copy of the preset for ``env_id`` (the generic BongDQN preset for other ids)."""
+    return copy.deepcopy(PRESETS.get(env_id, _DEFAULT))
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a preset written by ``bongrl tune`` (JSON with the same keys as :data:`PRESETS` entries)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read preset file {str(path)!r}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("hyperparameters", {}), dict):
+        raise ValueError(f"preset file {str(path)!r} must hold a JSON object with a 'hyperparameters' object")
+    return data
