@@ -1,0 +1,242 @@
+"""Run directories: what ``bongrl train`` writes for one run (DESIGN.md §7).
+
+A run directory holds
+
+* ``config.json``   — everything needed to reproduce or resume the run (command, env, preset, hyperparameters,
+  seed, device, package versions, start time);
+* ``metrics.csv``   — one row per episode (``kind=episode``) or bandit round (``kind=round``) and one per
+  periodic evaluation (``kind=eval``), flushed as it is written so a killed run keeps its history;
+* ``eval.json``     — the final deterministic evaluation;
+* ``learning_curve.png`` — episode returns, a rolling mean and the evaluation points (cumulative regret for
+  bandits);
+* ``checkpoint.safetensors`` — the agent (written by the agent's own ``save``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONFIG",
+    "METRICS",
+    "EVAL",
+    "PLOT",
+    "CHECKPOINT",
+    "EPISODE_COLUMNS",
+    "BANDIT_COLUMNS",
+    "default_run_dir",
+    "versions",
+    "write_json",
+    "read_json",
+    "MetricsWriter",
+    "read_metrics",
+    "truncate_metrics",
+    "plot_learning_curve",
+]
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+EVAL = "eval.json"
+PLOT = "learning_curve.png"
+CHECKPOINT = "checkpoint.safetensors"
+
+#: metrics.csv columns for value-based agents (episode rows and eval rows share them).
+EPISODE_COLUMNS = ["kind", "step", "episode", "return", "length", "wall_s", "eval_mean", "eval_std"]
+#: metrics.csv columns for bandit agents (round rows).
+BANDIT_COLUMNS = ["kind", "round", "arm", "reward", "regret", "cumulative_regret", "wall_s"]
+
+
+def default_run_dir(env_id: str, agent: str, seed: int, root: str | Path = "runs") -> Path:
+    """``runs/<env id with / replaced by _>-<agent>-s<seed>``."""
+    return Path(root) / f"{env_id.replace('/', '_')}-{agent}-s{seed}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of bongrl and the libraries a run's numbers depend on, plus the Python / OS."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("bongrl", "torch", "gymnasium", "numpy"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    out["python"] = platform.python_version()
+    out["platform"] = platform.platform()
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON (non-finite floats become ``null``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_jsonable(obj), fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class MetricsWriter:
+    """Append rows to ``metrics.csv`` with a fixed column set, flushing after every row.
+
+    An existing file is appended to (``--resume``); its header is kept.
+    """
+
+    def __init__(self, path: str | Path, columns: list[str]) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - closed in close()
+        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
+        if new:
+            self._writer.writeheader()
+            self._fh.flush()
+
+    def write(self, **row: Any) -> None:
+        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a metrics.csv (empty list if the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def truncate_metrics(path: str | Path, key: str, upto: int) -> int:
+    """Drop rows whose ``key`` column exceeds ``upto`` (logged after the checkpoint a resume starts from).
+
+    Returns the number of rows dropped.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    keep = [r for r in rows if not r.get(key) or float(r[key]) <= upto]
+    if len(keep) == len(rows):
+        return 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(keep)
+    os.replace(tmp, path)
+    return len(rows) - len(keep)
+
+
+def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows]
+
+
+def plot_learning_curve(run_dir: str | Path, title: str | None = None, window: int = 20) -> Path | None:
+    """Draw ``learning_curve.png`` from ``metrics.csv`` (matplotlib, Agg backend). Returns the path, or
+    ``None`` when there is nothing to plot yet."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir / METRICS)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if title is None and (run_dir / CONFIG).is_file():
+        try:
+            c = read_json(run_dir / CONFIG)
+            title = (
+                f"{c['env']}: {c['agent']} ({c['posterior']} posterior, {c['exploration']}), seed {c['seed']}"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            title = None
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    try:
+        if "round" in rows[0]:  # bandit
+            rr = [r for r in rows if r.get("kind") == "round"]
+            ax.plot(_floats(rr, "round"), _floats(rr, "cumulative_regret"), color="C0", lw=1.5)
+            ax.set_xlabel("round")
+            ax.set_ylabel("cumulative regret")
+        else:
+            ep = [r for r in rows if r.get("kind") == "episode"]
+            ev = [r for r in rows if r.get("kind") == "eval"]
+            if ep:
+                x, y = np.asarray(_floats(ep, "step")), np.asarray(_floats(ep, "return"))
+                ax.plot(x, y, color="C0", alpha=0.3, lw=0.8, label="episode return")
+                w = max(1, min(window, len(y)))
+                rolling = np.convolve(y, np.ones(w) / w, mode="valid")
+                ax.plot(x[w - 1 :], rolling, color="C0", lw=1.8, label=f"rolling mean ({w})")
+            if ev:
+                ax.errorbar(
+                    _floats(ev, "step"),
+                    _floats(ev, "eval_mean"),
+                    yerr=_floats(ev, "eval_std"),
+                    fmt="o-",
+                    color="C3",
+                    capsize=3,
+                    ms=4,
+                    label="deterministic eval",
+                )
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("return")
+            ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.set_title(title or run_dir.name, fontsize=10)
+        fig.tight_layout()
+        out = run_dir / PLOT
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out
