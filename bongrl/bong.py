@@ -225,6 +225,37 @@ class BONG:
             raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model: {exc}") from exc
         return x.shape[0], f.shape[1]
 
+    def _encode_y(self, y: Any, B: int, C: int) -> Tensor:
+        y = torch.as_tensor(y, device=self.device)
+        if y.is_floating_point():
+            y = y.to(self.dtype)
+        if y.shape[:1] != (B,):
+            raise ValueError(f"y must have {B} rows like x, got shape {tuple(y.shape)}")
+        return self.likelihood.encode(y, (B, C)).to(device=self.device, dtype=self.dtype)
+
+    def _lin_single(self, x: Tensor, y: Any, index: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Fast path for one row (B = 1): f (1, C), J (1, C, P) and encoded y with one forward pass on a flat leaf
+        θ and C reverse passes through plain autograd (no vmap/jacrev dispatch). Same numbers as :meth:`jacobian`.
+        """
+        theta = self.mean.detach().requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                out = self._call(theta, x)
+        except (RuntimeError, IndexError, TypeError) as exc:
+            raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model: {exc}") from exc
+        B, C = out.shape
+        idx = self._check_index(index, B, C)
+        if idx is not None:
+            out = out.gather(1, idx.unsqueeze(1))
+            C = 1
+        y_enc = self._encode_y(y, B, C)
+        rows = []
+        for c in range(C):
+            (row,) = torch.autograd.grad(out[0, c], theta, retain_graph=c < C - 1, allow_unused=True)
+            rows.append(torch.zeros_like(theta) if row is None else row)
+        J = (rows[0] if C == 1 else torch.stack(rows)).reshape(1, C, -1)
+        return out.detach(), J.detach(), y_enc
+
     # ------------------------------------------------------------------ BONG
     def increment(self, x: Any, y: Any, index: Any = None) -> tuple[Tensor, Tensor]:
         """The information-form increment (A, g) of one BONG step on the batch (x, y); no state change.
@@ -232,17 +263,16 @@ class BONG:
         All B rows are conditioned on jointly at the current linearisation point (or the same samples).
         """
         x = self._as_input(x)
+        lik = self.likelihood
+        if self.method == "lin" and x.shape[0] == 1:
+            f, J, y_enc = self._lin_single(x, y, index)
+            H, residual, R = lik.lin_terms(f, J, y_enc)
+            return whiten_lin(H, residual, R)
         B, C = self._output_shape(x)
         idx = self._check_index(index, B, C)
         if idx is not None:
             C = 1
-        y = torch.as_tensor(y, device=self.device)
-        if y.is_floating_point():
-            y = y.to(self.dtype)
-        if y.shape[:1] != (B,):
-            raise ValueError(f"y must have {B} rows like x, got shape {tuple(y.shape)}")
-        y_enc = self.likelihood.encode(y, (B, C)).to(device=self.device, dtype=self.dtype)
-        lik = self.likelihood
+        y_enc = self._encode_y(y, B, C)
         if self.method == "lin":
             f, J = self.jacobian(x, index=idx)
             H, residual, R = lik.lin_terms(f, J, y_enc)
@@ -312,7 +342,7 @@ class BONG:
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Tensor]:
         """Tensors only (safetensors-ready): ``posterior.<key>``, ``prior_mean`` and ``rng_state``."""
-        sd = {f"posterior.{k}": v.detach().clone() for k, v in self.state.items()}
+        sd = {f"posterior.{k}": v.detach().clone(memory_format=torch.contiguous_format) for k, v in self.state.items()}
         sd["prior_mean"] = self.prior_mean.clone()
         sd["rng_state"] = self.generator.get_state().clone()
         return sd
