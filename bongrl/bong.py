@@ -22,6 +22,7 @@ from torch.func import functional_call, grad, jacrev, vmap
 
 from bongrl import registry
 from bongrl.device import resolve_device
+from bongrl.functional import compile_mlp
 from bongrl.likelihoods import Likelihood, make_likelihood
 from bongrl.posteriors.base import PosteriorFamily, State, check_finite, mc_increment, whiten_lin
 
@@ -124,8 +125,11 @@ class BONG:
         self.likelihood: Likelihood = make_likelihood(likelihood, obs_std)
         self.model = model.to(device=self.device, dtype=dtype)
         self.flat = FlatParams(self.model, params)
+        self._fast = compile_mlp(self.model, self.flat.names, self.flat.shapes, self.flat.numels)
         self.family_name = family
-        self.family: PosteriorFamily = registry.create_posterior(family, rank=rank, **family_options)
+        # param_shapes: θ's layout [(name, shape), ...] for structured families (kfac); dropped by the others
+        options = {"rank": rank, "param_shapes": list(zip(self.flat.names, self.flat.shapes)), **family_options}
+        self.family: PosteriorFamily = registry.create_posterior(family, **options)
 
         P = self.flat.num_params
         mean0 = self.flat.flatten(self.model) if prior_mean is None else torch.as_tensor(prior_mean)
@@ -172,7 +176,10 @@ class BONG:
         return x
 
     def _call(self, theta: Tensor, x: Tensor) -> Tensor:
-        out = functional_call(self.model, self.flat.unflatten(theta), (x,))
+        if self._fast is not None:  # plain MLP: pure F.linear on views of θ (see bongrl.functional)
+            out = self._fast(theta, x)
+        else:
+            out = functional_call(self.model, self.flat.unflatten(theta), (x,))
         return out.reshape(out.shape[0], -1)
 
     def forward(self, x: Any, theta: Tensor | None = None) -> Tensor:
