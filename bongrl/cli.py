@@ -520,15 +520,9 @@ def _train_bandit(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> 
             f"the bandit agent needs a Discrete action space; {run['env']} has {env.action_space}"
         )
     shape = env.observation_space.shape or (0,)
-    offset = 0.0
-    if resume:
+    if resume:  # the agent carries its cumulative regret and reseeds the env stream itself
         agent = ThompsonBandit.load(ckpt, device=run["device"])
         runs.truncate_metrics(out / runs.METRICS, "round", agent.num_rounds)
-        rows = [r for r in runs.read_metrics(out / runs.METRICS) if r.get("kind") == "round"]
-        offset = float(rows[-1]["cumulative_regret"]) if rows else 0.0
-        env.reset(
-            seed=int(run["seed"]) + agent.num_rounds
-        )  # a fresh, reproducible stream for the continuation
     else:
         (out / runs.METRICS).unlink(missing_ok=True)
         agent = ThompsonBandit(
@@ -544,13 +538,13 @@ def _train_bandit(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> 
     next_ckpt = _next_multiple(agent.num_rounds, every_ckpt)
     remaining = max(0, run["steps"] - agent.num_rounds)
     t0 = time.perf_counter() - _last_wall(out)
-    totals = {"cum": offset}
+    totals = {"cum": agent.cumulative_regret}
 
     with runs.MetricsWriter(out / runs.METRICS, runs.BANDIT_COLUMNS) as metrics, _Interrupt() as stop:
 
         def callback(a: ThompsonBandit, ev: dict[str, Any]) -> bool:
             nonlocal next_ckpt
-            totals["cum"] = offset + ev["cumulative_regret"]
+            totals["cum"] = ev["cumulative_regret"]
             metrics.write(
                 kind="round",
                 round=ev["round"],

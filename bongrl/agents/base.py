@@ -40,10 +40,37 @@ def config_from_kwargs(cls: type, kwargs: dict[str, Any], owner: str) -> Any:
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
         raise ValueError(f"unknown {owner} hyperparameter(s) {unknown}; valid: {sorted(fields)}")
+    defaults = cls()
+    for name, value in kwargs.items():
+        _check_type(owner, name, value, getattr(defaults, name))
     cfg = cls(**kwargs)
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
+
+
+def _check_type(owner: str, name: str, value: Any, default: Any) -> None:
+    """Hyperparameter types follow the defaults: bool, int (no floats/bools), float (ints allowed), str, int lists."""
+    def bad(kind: str) -> ValueError:
+        return ValueError(f"{owner} hyperparameter {name} must be {kind}, got {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise bad("an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise bad("a number")
+        if not math.isfinite(float(value)):
+            raise bad("finite")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif isinstance(default, list):
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise bad("a list of integers")
 
 
 class PosteriorValueAgent:

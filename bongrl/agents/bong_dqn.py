@@ -199,6 +199,9 @@ class BongDQN(PosteriorValueAgent):
         self._replay_pos = 0
         self._replay_full = False
         self._predict_rule = None
+        #: Optional (A, g) -> (A, g) applied between computing and applying each BONG increment, e.g.
+        #: :func:`bongrl.distributed.reduce_increment` so that every rank holds the same posterior.
+        self.increment_reducer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     @staticmethod
     def _make_net(in_dim: int, hidden: list[int], n_actions: int, flatten: bool) -> torch.nn.Module:
@@ -243,20 +246,31 @@ class BongDQN(PosteriorValueAgent):
     def _bong_step(self, obs: Tensor, act: Tensor, y: Tensor) -> None:
         cfg = self.config
         self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
-        self.est.update(obs, y, index=act)
+        A, g = self.est.increment(obs, y, index=act)
+        if self.increment_reducer is not None:  # e.g. bongrl.distributed: combine the ranks' increments
+            A, g = self.increment_reducer(A, g)
+        self.est.apply_increment(A, g)
 
     # ------------------------------------------------------------------ learning
-    def learn(self, total_timesteps: int, callback: Callback | None = None, progress_bar: bool = False) -> BongDQN:
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Callback | None = None,
+        progress_bar: bool = False,
+        callback_every: int = 0,
+    ) -> BongDQN:
         """Interact for ``total_timesteps`` env steps (summed over vectorised envs), updating after each step.
 
-        ``callback(agent, info)`` runs after every finished episode with info keys ``step``, ``episode``,
-        ``return``, ``length``, ``wall``; returning ``False`` stops training.
+        ``callback(agent, info)`` runs after every finished episode with info keys ``kind="episode"``, ``step``,
+        ``episode``, ``return``, ``length``, ``wall``, and — when ``callback_every`` > 0 — every that many env
+        steps with ``kind="step"``, ``step``, ``wall``. Returning ``False`` stops training.
         """
         if not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 0:
             raise ValueError(f"total_timesteps must be a non-negative int, got {total_timesteps!r}")
         cfg = self.config
         if self._obs is None:
-            obs, _ = self.env.reset(seed=self.seed)
+            # a fresh agent seeds the envs; a loaded one continues with new, still reproducible seeds
+            obs, _ = self.env.reset(seed=self.seed if self.num_timesteps == 0 else self.seed + self.num_episodes)
             self._obs = np.asarray(obs)
             self.rule.reset(self.num_envs)
             self.rule.on_episode_start(self, list(range(self.num_envs)))
@@ -306,6 +320,7 @@ class BongDQN(PosteriorValueAgent):
                     self.num_episodes += 1
                     recent = (recent + [float(self._ep_return[i])])[-20:]
                     event = {
+                        "kind": "episode",
                         "step": self.num_timesteps,
                         "episode": self.num_episodes,
                         "return": float(self._ep_return[i]),
@@ -318,6 +333,14 @@ class BongDQN(PosteriorValueAgent):
                         stop = True
                 if len(ended):
                     self.rule.on_episode_start(self, [int(i) for i in ended])
+                if (
+                    callback is not None
+                    and callback_every > 0
+                    and self.num_timesteps // callback_every > (self.num_timesteps - self.num_envs) // callback_every
+                ):
+                    event = {"kind": "step", "step": self.num_timesteps, "wall": time.perf_counter() - start_wall}
+                    if callback(self, event) is False:
+                        stop = True
                 self._obs = nxt
                 if bar is not None:
                     bar.update(self.num_envs)

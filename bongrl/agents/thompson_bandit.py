@@ -140,6 +140,7 @@ class ThompsonBandit(PosteriorValueAgent):
         self.obs_shape = (self.context_dim,)
         self.rule.reset(1)
         self.num_rounds = 0
+        self.cumulative_regret = 0.0  # over every learn() call, saved in checkpoints
         self._predict_rule = None
 
     # ------------------------------------------------------------------ bandit API
@@ -192,22 +193,24 @@ class ThompsonBandit(PosteriorValueAgent):
 
             bar = tqdm(total=int(total_rounds), unit="round", dynamic_ncols=True)
         start = time.perf_counter()
-        cum = 0.0
         base_seed = self.seed if seed is None else seed
         try:
             for t in range(int(total_rounds)):
-                obs, _ = env.reset(seed=base_seed if (t == 0 and self.num_rounds == 0) else None)
+                if t == 0:  # seeded at the start of every learn() call: reproducible, and fresh after a load
+                    obs, _ = env.reset(seed=base_seed + self.num_rounds)
+                else:
+                    obs, _ = env.reset()
                 arm = self.act(obs)
                 _, reward, _, _, info = env.step(arm)
                 self.update(obs, arm, float(reward))
-                cum += float(info.get("regret", 0.0))
+                self.cumulative_regret += float(info.get("regret", 0.0))
                 if bar is not None:
                     bar.update(1)
                     if t % 50 == 0:
-                        bar.set_postfix(regret=f"{cum:.1f}")
+                        bar.set_postfix(regret=f"{self.cumulative_regret:.1f}")
                 if callback is not None:
                     event = {"round": self.num_rounds, "arm": arm, "reward": float(reward),
-                             "regret": float(info.get("regret", 0.0)), "cumulative_regret": cum,
+                             "regret": float(info.get("regret", 0.0)), "cumulative_regret": self.cumulative_regret,
                              "wall": time.perf_counter() - start}
                     if callback(self, event) is False:
                         break
@@ -240,7 +243,9 @@ class ThompsonBandit(PosteriorValueAgent):
         return (out[0] if single else out), None
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, include_replay: bool = False) -> Path:
+        """Write a safetensors checkpoint (posterior, weights, RNG, counters); a bandit keeps no replay, so
+        ``include_replay`` only exists for signature parity with :meth:`BongDQN.save`."""
         if self.model_kind == "custom":
             raise ValueError("a ThompsonBandit with a custom model cannot be saved by config; save est.state_dict()")
         tensors = {f"bong.{k}": v for k, v in self.est.state_dict().items()}
@@ -249,7 +254,7 @@ class ThompsonBandit(PosteriorValueAgent):
         meta = {"class": "ThompsonBandit", "version": __version__, "n_arms": self.n_arms,
                 "context_dim": self.context_dim, "model": self.model_kind, "posterior": self.posterior_name,
                 "exploration": self.exploration_name, "seed": self.seed,
-                "config": dataclasses.asdict(self.config), "num_rounds": self.num_rounds}
+                "config": dataclasses.asdict(self.config), "num_rounds": self.num_rounds, "cumulative_regret": self.cumulative_regret}
         return save_checkpoint(path, tensors, meta)
 
     @classmethod
@@ -264,4 +269,5 @@ class ThompsonBandit(PosteriorValueAgent):
         agent.est.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("bong.")})
         agent.generator.set_state(tensors["agent_rng"].to(torch.uint8))
         agent.num_rounds = int(meta["num_rounds"])
+        agent.cumulative_regret = float(meta.get("cumulative_regret", 0.0))
         return agent
