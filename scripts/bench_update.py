@@ -70,8 +70,17 @@ def _inputs(model: nn.Module, n: int, seed: int, n_actions: int | None = None):
 
 
 def bench_bong(model, family, args, n_actions=None) -> dict:
-    est = BONG(copy.deepcopy(model), family=family, likelihood="gaussian", method="lin", rank=args.rank,
-               device="cpu", dtype=torch.float32, obs_std=1.0, prior_std=0.1)
+    est = BONG(
+        copy.deepcopy(model),
+        family=family,
+        likelihood="gaussian",
+        method="lin",
+        rank=args.rank,
+        device="cpu",
+        dtype=torch.float32,
+        obs_std=1.0,
+        prior_std=0.1,
+    )
     n = args.warmup + args.max_reps
     xs, ys, idx = _inputs(model, n, 0, n_actions)
     off = [0]
@@ -115,12 +124,16 @@ def fit_line(ps: list[int], ms: list[float]) -> dict:
     n = len(ps)
     mx, my = sum(ps) / n, sum(ms) / n
     sxx = sum((p - mx) ** 2 for p in ps)
-    sxy = sum((p - mx) * (m - my) for p, m in zip(ps, ms))
+    sxy = sum((p - mx) * (m - my) for p, m in zip(ps, ms, strict=True))
     b = sxy / sxx
     a = my - b * mx
-    ss_res = sum((m - a - b * p) ** 2 for p, m in zip(ps, ms))
+    ss_res = sum((m - a - b * p) ** 2 for p, m in zip(ps, ms, strict=True))
     ss_tot = sum((m - my) ** 2 for m in ms)
-    return {"slope_us_per_1k_params": 1e3 * b * 1e3, "intercept_ms": a, "r2": 1 - ss_res / ss_tot if ss_tot else 1.0}
+    return {
+        "slope_us_per_1k_params": 1e3 * b * 1e3,
+        "intercept_ms": a,
+        "r2": 1 - ss_res / ss_tot if ss_tot else 1.0,
+    }
 
 
 def main() -> None:
@@ -149,7 +162,9 @@ def main() -> None:
             if fam == "full" and P > args.full_max:
                 continue
             r = bench_bong(model, fam, args)
-            rows.append({"model": f"mlp{P // 1000}k", "method": fam if fam != "dlr" else f"dlr-{args.rank}", **r})
+            rows.append(
+                {"model": f"mlp{P // 1000}k", "method": fam if fam != "dlr" else f"dlr-{args.rank}", **r}
+            )
             print(f"  P={r['P']:>7} {rows[-1]['method']:>8}: {r['median_ms']:.3f} ms", flush=True)
         r = bench_adam(model, args)
         rows.append({"model": f"mlp{P // 1000}k", "method": "adam", **r})
@@ -172,9 +187,14 @@ def main() -> None:
     cart = next((r for r in rows if r["model"] == "cartpole-q" and r["method"] == f"dlr-{args.rank}"), None)
     out = {
         "setup": {
-            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor(), "threads": args.threads, "dtype": "float32",
-            "observation": "B=1, C=1, gaussian, LIN", "rank": args.rank,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+            "dtype": "float32",
+            "observation": "B=1, C=1, gaussian, LIN",
+            "rank": args.rank,
             "timing": "median over reps after warm-up, per configuration",
         },
         "rows": rows,
@@ -194,8 +214,10 @@ def main() -> None:
     print("|---|---:|---|---:|---|---:|")
     for r in rows:
         ratio = r["median_ms"] / adam[r["model"]] if r["model"] in adam else float("nan")
-        print(f"| {r['model']} | {r['P']:,} | {r['method']} | {r['median_ms']:.3f} | "
-              f"{r['p10_ms']:.3f}–{r['p90_ms']:.3f} | {ratio:.1f} |")
+        print(
+            f"| {r['model']} | {r['P']:,} | {r['method']} | {r['median_ms']:.3f} | "
+            f"{r['p10_ms']:.3f}–{r['p90_ms']:.3f} | {ratio:.1f} |"
+        )
     print()
     print("| method | slope (µs per 1k params) | intercept (ms) | R² |")
     print("|---|---:|---:|---:|")
@@ -203,7 +225,10 @@ def main() -> None:
         print(f"| {k} | {f['slope_us_per_1k_params']:.1f} | {f['intercept_ms']:.3f} | {f['r2']:.3f} |")
     if cart is not None:
         verdict = "meets" if cart["median_ms"] <= 1.0 else "misses"
-        print(f"\nCartPole Q-net dlr-{args.rank}: {cart['median_ms']:.3f} ms per update ({verdict} the 1 ms target)")
+        print(
+            f"\nCartPole Q-net dlr-{args.rank}: {cart['median_ms']:.3f} ms per update "
+            f"({verdict} the 1 ms target)"
+        )
     print(f"wrote {path} ({out['wall_seconds']:.0f} s)")
 
 

@@ -1,6 +1,7 @@
 """BONG on torch models, checked against exact Bayes and independent textbook filters.
 
-Anchors (DESIGN.md §2): conjugate Bayesian linear regression (closed form), full-LIN == EKF on a nonlinear MLP,
+Anchors (DESIGN.md §2): conjugate Bayesian linear regression (closed form), full-LIN == EKF on a nonlinear
+MLP,
 Bernoulli/categorical LIN == EKF with moment matching, MC-EF -> the exact expectation at rate 1/sqrt(M),
 MC-Hess (GGN) == LIN precision on a linear Gaussian model.
 """
@@ -52,18 +53,27 @@ def _linear_bong(P, family, bias, sigma, prior_std, **kw):
     model = nn.Linear(P, 1, bias=bias)
     n = P + int(bias)
     return BONG(
-        model, family=family, likelihood="gaussian", obs_std=sigma, prior_std=prior_std,
-        prior_mean=torch.zeros(n, dtype=F64), dtype=F64, device="cpu", **kw,
+        model,
+        family=family,
+        likelihood="gaussian",
+        obs_std=sigma,
+        prior_std=prior_std,
+        prior_mean=torch.zeros(n, dtype=F64),
+        dtype=F64,
+        device="cpu",
+        **kw,
     )
 
 
-# ---------------------------------------------------------------------------------------------------- conjugate
+# -------------------------------------------------------------------------------------- conjugate
 @pytest.mark.parametrize("family,kw", [("full", {}), ("dlr", {"rank": 6}), ("dlr", {"rank": 9})])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("batch", [1, 7, 40])
 def test_bayesian_linear_regression_exact(family, kw, bias, batch):
-    """Conjugate model: BONG-LIN is Bayes' rule, so after N=40 rows (one at a time or in batches of b) the belief
-    equals the closed-form posterior. dlr with rank >= P is exact too. Tolerance 1e-6 (the spec's; float64 gives
+    """Conjugate model: BONG-LIN is Bayes' rule, so after N=40 rows (one at a time or in batches of b) the
+    belief
+    equals the closed-form posterior. dlr with rank >= P is exact too. Tolerance 1e-6 (the spec's; float64
+    gives
     ~1e-12, the margin covers BLAS differences)."""
     P, sigma, s = 5, 0.3, 2.0
     X, y = _blr_data(40, P)
@@ -92,9 +102,10 @@ def test_diag_exact_for_one_hot_inputs(batch):
     torch.testing.assert_close(est.covariance(), cov, rtol=1e-6, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------------------------------- EKF anchors
+# ------------------------------------------------------------------------------------ EKF anchors
 def _ekf_step(mu, cov, h, y, R):
-    """Textbook EKF measurement update: H = ∂h/∂θ at μ, S = HΣHᵀ + R, K = ΣHᵀS⁻¹, μ += K(y − h(μ)), Σ −= KSKᵀ."""
+    """Textbook EKF measurement update: H = ∂h/∂θ at μ, S = HΣHᵀ + R, K = ΣHᵀS⁻¹,
+    μ += K(y − h(μ)), Σ −= KSKᵀ."""
     H = torch.autograd.functional.jacobian(h, mu).reshape(-1, mu.shape[0])
     yhat = h(mu).reshape(-1)
     S = H @ cov @ H.T + R
@@ -110,7 +121,8 @@ def _mlp_by_hand(theta, x):
 
 def test_full_lin_equals_ekf_on_mlp():
     """full + LIN on a nonlinear MLP is the extended Kalman filter (BONG paper §4.2). 20 steps, float64.
-    Tolerance 1e-9: the two differ only in round-off (Joseph/information form vs the plain covariance form)."""
+    Tolerance 1e-9: the two differ only in round-off (Joseph/information form vs the plain covariance
+    form)."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 1))
     est = BONG(net, family="full", obs_std=0.2, prior_std=0.8, dtype=F64, device="cpu")
@@ -120,26 +132,38 @@ def test_full_lin_equals_ekf_on_mlp():
         x = torch.randn(1, 2, generator=gen, dtype=F64)
         y = torch.sin(3 * x[:, 0]) + 0.1 * torch.randn(1, generator=gen, dtype=F64)
         est.update(x, y)
-        mu, cov = _ekf_step(mu, cov, lambda th: _mlp_by_hand(th, x), y, torch.tensor([[0.04]], dtype=F64))
+        mu, cov = _ekf_step(
+            mu, cov, lambda th, x=x: _mlp_by_hand(th, x), y, torch.tensor([[0.04]], dtype=F64)
+        )
     torch.testing.assert_close(est.mean, mu, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(est.covariance(), cov, rtol=1e-9, atol=1e-9)
 
 
 def test_bernoulli_lin_equals_moment_matched_ekf():
-    """Logistic regression, LIN: ŷ = sigmoid(θᵀx), H = p(1−p)xᵀ, R = p(1−p) + 1e-6 (Bernoulli.eps, documented).
+    """Logistic regression, LIN: ŷ = sigmoid(θᵀx), H = p(1−p)xᵀ, R = p(1−p) + 1e-6 (Bernoulli.eps,
+    documented).
     Equals the EKF with that moment matching; 30 steps, float64, tolerance 1e-9 (round-off only)."""
     P = 4
     gen = torch.Generator().manual_seed(4)
     w_true = torch.randn(P, generator=gen, dtype=F64) * 2
-    est = BONG(nn.Linear(P, 1, bias=False), family="full", likelihood="bernoulli", prior_std=1.0,
-               prior_mean=torch.zeros(P, dtype=F64), dtype=F64, device="cpu")
+    est = BONG(
+        nn.Linear(P, 1, bias=False),
+        family="full",
+        likelihood="bernoulli",
+        prior_std=1.0,
+        prior_mean=torch.zeros(P, dtype=F64),
+        dtype=F64,
+        device="cpu",
+    )
     mu, cov = torch.zeros(P, dtype=F64), torch.eye(P, dtype=F64)
     for _ in range(30):
         x = torch.randn(1, P, generator=gen, dtype=F64)
         y = torch.bernoulli(torch.sigmoid(x @ w_true), generator=gen)
         p = torch.sigmoid(x @ mu)
         est.update(x, y.long())
-        mu, cov = _ekf_step(mu, cov, lambda th: torch.sigmoid(x @ th), y, (p * (1 - p) + 1e-6).reshape(1, 1))
+        mu, cov = _ekf_step(
+            mu, cov, lambda th, x=x: torch.sigmoid(x @ th), y, (p * (1 - p) + 1e-6).reshape(1, 1)
+        )
     torch.testing.assert_close(est.mean, mu, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(est.covariance(), cov, rtol=1e-9, atol=1e-9)
 
@@ -154,11 +178,19 @@ def _softmax_data(N, D, C, seed):
 
 def test_categorical_lin_equals_moment_matched_ekf():
     """Softmax regression, LIN: ŷ = softmax, R = diag(p) − ppᵀ + 1e-5 I (authors' jitter), one-hot y.
-    Equals the EKF; 25 steps, float64. Tolerance 1e-7: S is near-singular (jitter 1e-5), amplifying round-off."""
+    Equals the EKF; 25 steps, float64. Tolerance 1e-7: S is near-singular (jitter 1e-5), amplifying
+    round-off."""
     D, C = 3, 3
     X, y = _softmax_data(25, D, C, 5)
-    est = BONG(nn.Linear(D, C, bias=False), family="full", likelihood="categorical", prior_std=1.0,
-               prior_mean=torch.zeros(D * C, dtype=F64), dtype=F64, device="cpu")
+    est = BONG(
+        nn.Linear(D, C, bias=False),
+        family="full",
+        likelihood="categorical",
+        prior_std=1.0,
+        prior_mean=torch.zeros(D * C, dtype=F64),
+        dtype=F64,
+        device="cpu",
+    )
     mu, cov = torch.zeros(D * C, dtype=F64), torch.eye(D * C, dtype=F64)
     for i in range(25):
         x = X[i : i + 1]
@@ -173,11 +205,20 @@ def test_categorical_lin_equals_moment_matched_ekf():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_categorical_lin_learns(family):
-    """Sanity for every family: on softmax regression (C=4) the precision grows and held-out NLL drops by > 30%."""
+    """Sanity for every family: on softmax regression (C=4) the precision grows and held-out NLL drops
+    by > 30%."""
     D, C = 5, 4
     X, y = _softmax_data(400, D, C, 6)
-    est = BONG(nn.Linear(D, C), family=family, likelihood="categorical", prior_std=1.0, rank=5,
-               dtype=F64, device="cpu", seed=0)
+    est = BONG(
+        nn.Linear(D, C),
+        family=family,
+        likelihood="categorical",
+        prior_std=1.0,
+        rank=5,
+        dtype=F64,
+        device="cpu",
+        seed=0,
+    )
 
     def nll():
         return nn.functional.cross_entropy(est.forward(X[300:]), y[300:]).item()
@@ -189,18 +230,28 @@ def test_categorical_lin_learns(family):
     assert nll() < 0.7 * nll0
 
 
-# ---------------------------------------------------------------------------------------------------- Monte Carlo
+# ------------------------------------------------------------------------------------ Monte Carlo
 def _mc_setup(method, M, seed):
     P, sigma = 3, 0.5
-    est = BONG(nn.Linear(P, 1, bias=False), family="full", method=method, num_samples=M, obs_std=sigma,
-               prior_std=1.0, prior_mean=torch.tensor([0.3, -0.2, 0.1], dtype=F64), dtype=F64, device="cpu",
-               seed=seed)
+    est = BONG(
+        nn.Linear(P, 1, bias=False),
+        family="full",
+        method=method,
+        num_samples=M,
+        obs_std=sigma,
+        prior_std=1.0,
+        prior_mean=torch.tensor([0.3, -0.2, 0.1], dtype=F64),
+        dtype=F64,
+        device="cpu",
+        seed=seed,
+    )
     return est, sigma
 
 
 def test_mc_ef_converges_to_expectation_at_root_m_rate():
     """MC-EF on y = θᵀx + ε, q = N(μ, Σ): with r = y − xᵀθ,
-    E_q[g] = x(y − xᵀμ)/σ² (the LIN gradient: unbiased) and E_q[g gᵀ] = xxᵀ((y − xᵀμ)² + xᵀΣx)/σ⁴ (closed form).
+    E_q[g] = x(y − xᵀμ)/σ² (the LIN gradient: unbiased) and E_q[g gᵀ] = xxᵀ((y − xᵀμ)² + xᵀΣx)/σ⁴ (closed
+    form).
     The Monte-Carlo error of both is O(1/√M): averaged over 16 seeds, err(M=100)/err(M=10⁴) ≈ √100 = 10; we
     assert 4 < ratio < 25 (the ratio of two 16-sample mean absolute errors has ~±40% spread)."""
     x = torch.tensor([[1.0, -2.0, 0.5]], dtype=F64)
@@ -223,7 +274,8 @@ def test_mc_ef_converges_to_expectation_at_root_m_rate():
 
 @pytest.mark.parametrize("M", [1, 3, 17])
 def test_mc_hess_ggn_gives_lin_precision_on_linear_gaussian(M):
-    """MC-Hess uses the Gauss-Newton factor JᵀS at each sample; for a linear Gaussian model J = xᵀ and S = 1/σ at
+    """MC-Hess uses the Gauss-Newton factor JᵀS at each sample; for a linear Gaussian model J = xᵀ and S =
+    1/σ at
     every θ_m, so AAᵀ = XᵀX/σ² (the LIN precision increment) for any M. Tolerance 1e-12: float64 round-off."""
     est, sigma = _mc_setup("mc-hess", M, 0)
     X = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.2, -1.0]], dtype=F64)
@@ -236,7 +288,7 @@ def test_mc_hess_ggn_gives_lin_precision_on_linear_gaussian(M):
     torch.testing.assert_close(torch.linalg.inv(est.covariance()), lam, rtol=1e-10, atol=1e-10)
 
 
-# ---------------------------------------------------------------------------------------------------- bad input
+# -------------------------------------------------------------------------------------- bad input
 def _mlp(C=2):
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, C))
@@ -279,8 +331,15 @@ def test_bad_input_raises_and_keeps_state(family, method):
         ],
     }
     for lik, rows in cases.items():
-        est = BONG(_mlp(1 if lik == "bernoulli" else 2), family=family, likelihood=lik, method=method,
-                   num_samples=3, device="cpu", rank=3)
+        est = BONG(
+            _mlp(1 if lik == "bernoulli" else 2),
+            family=family,
+            likelihood=lik,
+            method=method,
+            num_samples=3,
+            device="cpu",
+            rank=3,
+        )
         est.update(torch.randn(2, 3), torch.tensor([0, 1]) if lik != "gaussian" else torch.randn(2, 2))
         before = _clone(est.state)
         for x, y, index in rows:
@@ -330,14 +389,21 @@ def test_constructor_errors():
     for bad in (-1.0, 0.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="obs_std"):
             BONG(_mlp(), obs_std=bad, device="cpu")
-    for kw in ({"prior_std": -1.0}, {"prior_std": 0.0}, {"prior_mean": torch.zeros(3)}, {"num_samples": 0},
-               {"params": ["nope.weight"]}, {"weight_decay": -1.0}, {"dtype": torch.float16},
-               {"family": "dlr", "rank": 0}):
+    for kw in (
+        {"prior_std": -1.0},
+        {"prior_std": 0.0},
+        {"prior_mean": torch.zeros(3)},
+        {"num_samples": 0},
+        {"params": ["nope.weight"]},
+        {"weight_decay": -1.0},
+        {"dtype": torch.float16},
+        {"family": "dlr", "rank": 0},
+    ):
         with pytest.raises(ValueError):
             BONG(_mlp(), device="cpu", **kw)
 
 
-# ---------------------------------------------------------------------------------------------------- persistence & API
+# ------------------------------------------------------------------------------ persistence & API
 @pytest.mark.parametrize("family", FAMILIES)
 def test_state_dict_roundtrip_including_rng(family):
     """state_dict -> torch.save -> load_state_dict on a fresh estimator: same state, same future samples and
@@ -391,13 +457,22 @@ def test_load_state_dict_rejects_bad_state():
 
 
 def test_params_subset_keeps_other_weights_frozen():
-    """params=["2.weight", "2.bias"]: P counts only the last layer; the first layer keeps its module values and
+    """params=["2.weight", "2.bias"]: P counts only the last layer; the first layer keeps its module values
+    and
     the model's own parameters are never written. The last layer of a fixed feature map is a linear-Gaussian
     model, so the posterior is the closed-form BLR posterior on the features (tolerance 1e-6, spec)."""
     net = _mlp(1)
     frozen = {k: v.detach().clone() for k, v in net.named_parameters()}
-    est = BONG(net, family="full", params=["2.weight", "2.bias"], obs_std=0.3, prior_std=2.0,
-               prior_mean=torch.zeros(5), dtype=F64, device="cpu")
+    est = BONG(
+        net,
+        family="full",
+        params=["2.weight", "2.bias"],
+        obs_std=0.3,
+        prior_std=2.0,
+        prior_mean=torch.zeros(5),
+        dtype=F64,
+        device="cpu",
+    )
     assert est.num_params == 5
     X, y = _blr_data(30, 3, seed=7)
     for i in range(30):
@@ -414,10 +489,19 @@ def test_params_subset_keeps_other_weights_frozen():
 
 
 def test_weight_decay_is_prior_precision():
-    """weight_decay λ is a N(μ₀, I/λ) prior: initial Σ = I/λ, and BLR with it is the closed form with s² = 1/λ."""
+    """weight_decay λ is a N(μ₀, I/λ) prior: initial Σ = I/λ, and BLR with it is the closed form with
+    s² = 1/λ."""
     P, lam = 4, 4.0
-    est = BONG(nn.Linear(P, 1, bias=False), family="full", obs_std=0.3, weight_decay=lam, prior_std=123.0,
-               prior_mean=torch.zeros(P), dtype=F64, device="cpu")
+    est = BONG(
+        nn.Linear(P, 1, bias=False),
+        family="full",
+        obs_std=0.3,
+        weight_decay=lam,
+        prior_std=123.0,
+        prior_mean=torch.zeros(P),
+        dtype=F64,
+        device="cpu",
+    )
     torch.testing.assert_close(est.covariance(), torch.eye(P, dtype=F64) / lam, rtol=0, atol=1e-15)
     X, y = _blr_data(20, P, seed=8)
     est.update(X, y)
@@ -444,7 +528,8 @@ def test_predict_linearised_variance(family):
 
 
 def test_index_selects_one_output():
-    """index picks Q(s, a): the update equals a single-output model made of that output's row (same θ layout)."""
+    """index picks Q(s, a): the update equals a single-output model made of that output's row
+    (same θ layout)."""
     torch.manual_seed(0)
     net = nn.Linear(3, 2, bias=False)
     est = BONG(net, family="full", obs_std=0.5, prior_mean=torch.zeros(6), dtype=F64, device="cpu")

@@ -46,9 +46,10 @@ def _random_state(fam: PosteriorFamily, P: int, seed: int = 0, dtype=F64):
     return fam.predict(state, 0.9, 0.05, torch.zeros(P, dtype=dtype))
 
 
-# ---------------------------------------------------------------------------------------------------- exact algebra
+# ---------------------------------------------------------------------------------- exact algebra
 def test_full_update_is_information_form():
-    """full: Λ' = Λ + AAᵀ and μ' = μ + Λ'⁻¹g exactly. Tolerance 1e-10: float64, P=7, condition number < 1e3."""
+    """full: Λ' = Λ + AAᵀ and μ' = μ + Λ'⁻¹g exactly.
+    Tolerance 1e-10: float64, P=7, condition number < 1e3."""
     fam = _family("full")
     state = _random_state(fam, 7)
     gen = torch.Generator().manual_seed(1)
@@ -57,7 +58,9 @@ def test_full_update_is_information_form():
     new = fam.update(state, A, g)
     lam = torch.linalg.inv(state["cov"]) + A @ A.T
     torch.testing.assert_close(torch.linalg.inv(new["cov"]), lam, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(new["mean"], state["mean"] + torch.linalg.solve(lam, g), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        new["mean"], state["mean"] + torch.linalg.solve(lam, g), rtol=1e-10, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("rank", [7, 9])
@@ -112,7 +115,8 @@ def test_diag_independent_parameters_equal_full():
 
 
 def test_update_lin_equals_whitened_update():
-    """update_lin(H, r, R) is update(A, g) with AAᵀ = Σ HᵀR⁻¹H, g = Σ HᵀR⁻¹r. Tolerance 1e-12: float64 round-off."""
+    """update_lin(H, r, R) is update(A, g) with AAᵀ = Σ HᵀR⁻¹H, g = Σ HᵀR⁻¹r.
+    Tolerance 1e-12: float64 round-off."""
     P, B, C = 6, 3, 2
     gen = torch.Generator().manual_seed(5)
     H = torch.randn(B, C, P, generator=gen, dtype=F64)
@@ -130,7 +134,7 @@ def test_update_lin_equals_whitened_update():
         torch.testing.assert_close(a[k], b[k], rtol=1e-12, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------------- predict step
+# ----------------------------------------------------------------------------------- predict step
 @pytest.mark.parametrize("name", FAMILIES)
 def test_predict_identity_is_bit_identical(name):
     """gamma=1, q=0 is the identity: bit-identical (no arithmetic at all)."""
@@ -183,7 +187,9 @@ def test_dlr_predict_gamma_only_scales_covariance():
     state = _random_state(fam, 8)
     for gamma in (0.99, 0.5):
         new = fam.predict(state, gamma, 0.0)
-        torch.testing.assert_close(fam.covariance(new), gamma**2 * fam.covariance(state), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            fam.covariance(new), gamma**2 * fam.covariance(state), rtol=1e-12, atol=1e-14
+        )
 
 
 def test_dlr_predict_process_noise_isotropic_is_exact():
@@ -200,8 +206,10 @@ def test_dlr_predict_process_noise_isotropic_is_exact():
     )
 
 
-# ---------------------------------------------------------------------------------------------------- PD under stress
-def _stress(name: str, n_updates: int, cols: int, seed: int, P: int | None = None, predict: bool = True) -> None:
+# -------------------------------------------------------------------------------- PD under stress
+def _stress(
+    name: str, n_updates: int, cols: int, seed: int, P: int | None = None, predict: bool = True
+) -> None:
     """Random information-form updates (columns with scales 1e-3 … 1e3), optionally interleaved with predict
     steps, float32. The belief must stay positive definite: health() > 0 and the dense covariance's Cholesky
     succeeds; sampling must work.
@@ -239,8 +247,10 @@ def test_positive_definite_under_1e5_random_rank_one_increments(name):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_positive_definite_without_process_noise(name):
-    """3·10³ single-column updates and no predict step, float32: Σ's condition number reaches ~10⁹, past float32's
-    1/eps ≈ 10⁷. (This seed made the previous term-by-term Joseph update of ``full`` indefinite after ~10³ steps.)"""
+    """3·10³ single-column updates and no predict step, float32: Σ's condition number reaches ~10⁹, past
+    float32's
+    1/eps ≈ 10⁷. (This seed made the previous term-by-term Joseph update of ``full`` indefinite after ~10³
+    steps.)"""
     _stress(name, n_updates=3_000, cols=1, seed=1, P=13, predict=False)
 
 
@@ -252,7 +262,7 @@ def test_positive_definite_under_1e5_single_column_updates(name, seed, predict):
     _stress(name, n_updates=100_000, cols=1, seed=seed, predict=predict)
 
 
-# ---------------------------------------------------------------------------------------------------- conformance
+# ------------------------------------------------------------------------------------ conformance
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_conformance(name):
     """Every registered family (third-party plugins included) honours the protocol in ``posteriors/base.py``.
@@ -286,7 +296,9 @@ def test_family_conformance(name):
     T = fam.sample_from_noise(state, torch.eye(D, dtype=F64)) - state["mean"]
     assert T.shape == (D, P)
     torch.testing.assert_close(T.T @ T, cov, **tol)
-    torch.testing.assert_close(fam.sample_from_noise(state, torch.zeros(1, D, dtype=F64))[0], state["mean"], **tol)
+    torch.testing.assert_close(
+        fam.sample_from_noise(state, torch.zeros(1, D, dtype=F64))[0], state["mean"], **tol
+    )
     s = fam.sample(state, 5, torch.Generator().manual_seed(1))
     assert s.shape == (5, P) and s.dtype == F64
     torch.testing.assert_close(s, fam.sample(state, 5, torch.Generator().manual_seed(1)), rtol=0, atol=0)
@@ -306,7 +318,8 @@ def test_family_conformance(name):
     torch.testing.assert_close(fam.marginal_variance(state), cov.diagonal(), **tol)
 
     # update: returns a new valid state and never modifies its input. (Variances need not all shrink: dlr's
-    # diagonal-preserving truncation is not monotone in the Loewner order, so that is not part of the contract.)
+    # diagonal-preserving truncation is not monotone in the Loewner order, so that is not part of the
+    # contract.)
     before = _clone(state)
     A = torch.randn(P, 2, generator=gen, dtype=F64)
     g = torch.randn(P, generator=gen, dtype=F64)
