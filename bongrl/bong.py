@@ -31,6 +31,18 @@ __all__ = ["BONG", "FlatParams", "METHODS"]
 METHODS = ("lin", "mc-ef", "mc-hess")
 
 
+def _real_tensor(v: Any, name: str, device: torch.device) -> Tensor:
+    """``torch.as_tensor`` for user input: anything that is not a real (int/float/bool) array is a ``ValueError``
+    naming ``name`` (not a TypeError from deep inside torch)."""
+    try:
+        t = torch.as_tensor(v, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be a real-valued array: {' '.join(str(exc).split())[:120]}") from exc
+    if t.is_complex():
+        raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
+    return t
+
+
 class FlatParams:
     """A view of (a named subset of) a module's parameters as one flat vector θ ∈ R^P.
 
@@ -165,7 +177,7 @@ class BONG:
 
     # ------------------------------------------------------------------ model evaluation
     def _as_input(self, x: Any, name: str = "x") -> Tensor:
-        x = torch.as_tensor(x, device=self.device)
+        x = _real_tensor(x, name, self.device)
         if x.is_floating_point():
             x = x.to(self.dtype)
         check_finite(name, x)
@@ -207,15 +219,17 @@ class BONG:
         """
         x = self._as_input(x)
         theta = self.mean if theta is None else theta
+        if self._fast is not None and theta.ndim == 1:  # plain MLP: one batched backward pass
+            return self._fast.jacobian(theta, x, index)
         fn = self._output_fn(index)
         in_dims = (None, 0, 0 if index is not None else None)
         J, f = vmap(jacrev(fn, has_aux=True), in_dims=in_dims)(theta, x, index)
-        return f, J
+        return f.detach(), J.detach()
 
     def _check_index(self, index: Any, B: int, C: int) -> Tensor | None:
         if index is None:
             return None
-        index = torch.as_tensor(index, device=self.device)
+        index = _real_tensor(index, "index", self.device)
         if index.is_floating_point() or index.dtype == torch.bool:
             raise ValueError("index must hold integers")
         index = index.reshape(-1).long()
@@ -233,7 +247,7 @@ class BONG:
         return x.shape[0], f.shape[1]
 
     def _encode_y(self, y: Any, B: int, C: int) -> Tensor:
-        y = torch.as_tensor(y, device=self.device)
+        y = _real_tensor(y, "y", self.device)
         if y.is_floating_point():
             y = y.to(self.dtype)
         if y.shape[:1] != (B,):

@@ -545,3 +545,25 @@ def test_index_selects_one_output():
     torch.testing.assert_close(est.covariance(), cov, rtol=1e-10, atol=1e-10)
     f, var = est.predict(X, index=a)
     assert f.shape == (4, 1) and var.shape == (4, 1)
+
+
+def test_compiled_mlp_jacobian_matches_vmap_jacrev() -> None:
+    """The plain-MLP fast path (one batched backward pass) equals torch.func's vmap(jacrev) exactly in float64:
+    both compute the same products, so the tolerance is a few ulps (1e-12)."""
+    from bongrl.agents.base import mlp
+
+    torch.manual_seed(3)
+    for names in (None, ["head.weight", "head.bias"]):
+        model = torch.nn.Sequential(torch.nn.Flatten(), *mlp(6, [5, 4], 3))
+        est = BONG(model, family="diag", params=None if names is None else ["3.weight", "3.bias"],
+                   dtype=torch.float64, device="cpu")
+        assert est._fast is not None
+        x = torch.randn(7, 2, 3, dtype=torch.float64)
+        idx = torch.randint(3, (7,))
+        for index in (None, idx):
+            f_fast, J_fast = est.jacobian(x, index=index)
+            fast, est._fast = est._fast, None
+            f_ref, J_ref = est.jacobian(x, index=index)
+            est._fast = fast
+            assert torch.allclose(f_fast, f_ref, atol=1e-12)
+            assert torch.allclose(J_fast, J_ref, atol=1e-12)
