@@ -41,10 +41,22 @@ class RunFailure(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``bongrl: error: ...``, exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = f" (see `{self.prog} --help`)"
+        self.exit(2, f"bongrl: error: {_one_line(message)}{hint}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="bongrl",
         description="RL and bandit agents exploring with a BONG Bayesian posterior over Q-network weights.",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch intra-op threads (default 1: fastest for these small networks, and robust on busy machines)",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -105,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List registered plugins with their distribution and whether they load.",
     )
     pl.set_defaults(func=cmd_plugins)
+    _add_compare_parser(sub)
     return p
 
 
@@ -162,9 +175,10 @@ def _validate_hyperparameters(agent: str, hyper: dict[str, Any]) -> dict[str, An
     unknown = sorted(set(hyper) - set(valid))
     if unknown:
         raise UsageError(f"unknown {agent} hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    try:
-        cfg = cls(**hyper)
-        cfg.validate()
+    from bongrl.agents.base import config_from_kwargs
+
+    try:  # typed: each value must have its field's type (e.g. gamma="high" is refused here, not deep inside)
+        cfg = config_from_kwargs(cls, hyper, agent)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad hyperparameter value: {_one_line(exc)}") from exc
     return dataclasses.asdict(cfg)
@@ -467,7 +481,8 @@ def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int
             metrics.close()
             _finish(out)
             raise RunFailure(
-                f"training failed at step {agent.num_timesteps}: {_one_line(exc)} (metrics so far in {out})"
+                f"training failed at step {agent.num_timesteps} (posterior {run['posterior']!r}, exploration "
+                f"{run['exploration']!r}): {_one_line(exc)} (last checkpoint and metrics so far in {out})"
             ) from exc
         interrupted = interrupted or stop.requested
         agent.save(ckpt, include_replay=True)
@@ -652,6 +667,73 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- compare
+def _add_compare_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="compare BongDQN with SB3 DQN / QR-DQN / PPO baselines (same env, budget, seeds, evaluation)",
+        description="Run every agent on the same env, budget and seeds with one evaluation protocol; writes "
+        "DIR/compare.csv, DIR/summary.md and DIR/learning_curves.png. Finished (agent, seed) runs in DIR are "
+        "skipped, so an interrupted comparison resumes. Baselines use rl-baselines3-zoo hyperparameters "
+        "(bongrl/data/zoo_presets.json); bongdqn its bongrl preset.",
+    )
+    c.add_argument("--env", required=True, help="gymnasium env id (e.g. CartPole-v1, bongrl/DeepSea-v0)")
+    c.add_argument("--steps", type=int, help="env steps per run (default: the bongdqn preset's budget)")
+    c.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 (default 3)")
+    c.add_argument("--agents", default="bongdqn,dqn,qrdqn,ppo", help="comma-separated subset of "
+                   "bongdqn,dqn,qrdqn,ppo (default: all four)")
+    c.add_argument("--out", help="output directory (default results/compare_<env>)")
+    c.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel processes, 1 torch thread each (default 1)"
+    )
+    c.add_argument(
+        "--eval-every", type=int, help="env steps between evaluations (default: the bongdqn preset's)"
+    )
+    c.add_argument(
+        "--eval-episodes", type=int, help="deterministic episodes per evaluation (default: preset's)"
+    )
+    c.add_argument("--size", type=int, help="env size (e.g. DeepSea's N); passed to the env as size=")
+    c.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="AGENT.KEY=VALUE",
+        help="override one agent's hyperparameter, e.g. bongdqn.obs_std=0.5 or dqn.policy_kwargs="
+        "'{\"net_arch\": [64]}' (value parsed as JSON); repeatable",
+    )
+    c.add_argument("--quiet", action="store_true", help="no progress display")
+    c.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bongrl import compare, presets
+
+    agents = compare.parse_agents(args.agents)
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in args.overrides:
+        name, dot, rest = item.partition(".")
+        if not dot or "=" not in rest:
+            raise UsageError(f"--set expects AGENT.KEY=VALUE (e.g. bongdqn.obs_std=0.5), got {item!r}")
+        overrides.setdefault(name.strip().lower(), {}).update(_parse_overrides([rest]))
+    env_kwargs = {"size": args.size} if args.size is not None else {}
+    steps = args.steps if args.steps is not None else int(presets.get(args.env).get("steps", 50_000))
+    if args.seeds is None or args.seeds < 1:
+        raise UsageError(f"--seeds must be a positive integer, got {args.seeds!r}")
+    result = compare.run_compare(
+        args.env, steps, args.seeds, agents, out=args.out, jobs=args.jobs, eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes, env_kwargs=env_kwargs, overrides=overrides, quiet=args.quiet,
+    )
+    out = result["out"]
+    if not args.quiet:
+        print((out / "summary.md").read_text())
+    print(f"compare: {len(result['ran'])} run(s) done, {len(result['skipped'])} skipped (already complete), "
+          f"{len(result['failed'])} failed; outputs in {out}/ (compare.csv, summary.md, learning_curves.png)")
+    if result["failed"]:
+        raise RunFailure(
+            f"{len(result['failed'])} run(s) failed: "
+            + "; ".join(f"{k}: {m}" for k, m in result["failed"])
+            + " (rerun the same command to retry them; finished runs are kept)"
+        )
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bongrl`` / ``python -m bongrl``; returns the exit code."""
@@ -660,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     from bongrl.checkpoint import CheckpointError
     from bongrl.registry import PluginError
 
+    if args.threads < 1:
+        print("bongrl: error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
     except (UsageError, PluginError, CheckpointError, ValueError) as exc:
