@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, help="env steps between checkpoints (default: at every evaluation)"
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar or hyperparameter listing")
+    t.add_argument(
+        "--distributed", action="store_true",
+        help="data-parallel over torchrun ranks with an identical posterior on every rank "
+        "(torchrun --nproc_per_node=R -m bongrl train --env ID --distributed); --steps counts per rank",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
@@ -351,6 +356,8 @@ def _resolve_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     run = _resolve_train(args)
+    if getattr(args, "distributed", False):
+        return _train_distributed(run)
     quiet = bool(args.quiet)
     out = Path(run["out"])
     out.mkdir(parents=True, exist_ok=True)
@@ -735,6 +742,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- main
+def _train_distributed(run: dict[str, Any]) -> int:
+    """One rank of a torchrun job: own envs (seed + rank), shared posterior (bongrl.distributed)."""
+    import torch.distributed as tdist
+
+    from bongrl.distributed import run_distributed_training
+
+    if run["agent"] != "bongdqn" or run.get("resume"):
+        raise UsageError("--distributed supports fresh bongdqn runs only (no bandits, no --resume)")
+    out = Path(run["out"])
+    res = run_distributed_training(
+        run["env"], run["steps"], out, posterior=run["posterior"], exploration=run["exploration"],
+        seed=run["seed"], device=run["device"], save_path=out / runs.CHECKPOINT, **run["hyperparameters"],
+    )
+    if res["rank"] == 0:
+        runs.write_json(out / runs.CONFIG, {**{k: v for k, v in run.items() if k != "resume"},
+                        "distributed": {"world_size": res["world_size"], "posterior_sha256": res["posterior_hash"]}})
+        print(f"done: {run['env']} {res['num_timesteps']} steps x {res['world_size']} ranks; posterior sha256 "
+              f"{res['posterior_hash'][:16]} identical on all ranks; outputs in {out}/")
+    tdist.destroy_process_group()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bongrl`` / ``python -m bongrl``; returns the exit code."""
     parser = build_parser()

@@ -29,6 +29,7 @@ from torch import Tensor
 from bongrl import __version__
 from bongrl.agents.base import DTYPES, PosteriorValueAgent, config_from_kwargs, mlp
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bongrl.envs.recorder import EpisodeRecorder
 
 __all__ = ["BongDQN", "BongDQNConfig"]
 
@@ -61,6 +62,9 @@ class BongDQNConfig:
     target_update: int = 500
     """Env steps between refreshes of the target network (a copy of the posterior mean)."""
     double_q: bool = True
+    td_clip: float = 0.0
+    """Clip the TD residual y − Q_μ(s, a) to ±td_clip before the update (0 = off): the BONG step then follows the
+    Huber loss, as DQN does, which keeps rare huge TD errors from throwing the mean far."""
     """Double-DQN bootstrap: action from the mean network, value from the target network."""
     buffer_size: int = 50_000
     """Replay capacity (used when ``replay_every`` > 0)."""
@@ -80,6 +84,13 @@ class BongDQNConfig:
     Newton steps for a linear head (``posterior_params="head"`` with the ``full`` family)."""
     rto_step: float = 1.0
     """Step size of each randomise-then-optimise sweep (1 = full Gauss-Newton step)."""
+    rto_merge: bool = False
+    """Randomise-then-optimise over *merged* transitions: duplicate (s, a, s', done) transitions are stored once
+    with a count c and their mean reward r̄, and perturbed with ε̄ ~ N(0, σ²/c). Exact in distribution, for any
+    network: Σ_i (r_i + ε_i − q)² = c (r̄ + ε̄ − q)² + const. The sweeps then cost O(distinct transitions) — at
+    most 2N² on DeepSea — instead of O(replay size), and the ring replay only has to hold the transitions since
+    the previous sample (a smaller ``buffer_size`` suffices). With ``posterior_params="head"`` the body's
+    features of the merged transitions are computed once and cached (the body is fixed)."""
     posterior_params: str = "all"
     """"all" weights, or "head" (the last Linear layer; the body stays at its random initialisation)."""
     num_envs: int = 1
@@ -107,6 +118,8 @@ class BongDQNConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.forget <= 1.0:
             raise ValueError(f"forget must be in (0, 1], got {self.forget}")
+        if not self.td_clip >= 0:
+            raise ValueError(f"td_clip must be >= 0, got {self.td_clip}")
         if self.process_noise < 0:
             raise ValueError(f"process_noise must be >= 0, got {self.process_noise}")
         for name in ("target_update", "buffer_size", "replay_batch", "replay_steps", "num_envs", "rank"):
@@ -134,7 +147,10 @@ def _make_vec_env(env: Any, num_envs: int, seed: int) -> tuple[gym.vector.Vector
     if isinstance(env, str):
         if env not in gym.registry:
             raise ValueError(f"unknown environment id {env!r}")
-        return gym.make_vec(env, num_envs=num_envs, vectorization_mode="sync", vector_kwargs=same_step), env
+        vec = gym.make_vec(
+            env, num_envs=num_envs, vectorization_mode="sync", vector_kwargs=same_step, wrappers=[EpisodeRecorder]
+        )
+        return vec, env
     if isinstance(env, gym.vector.VectorEnv):
         mode = env.metadata.get("autoreset_mode")
         if mode is not None and mode != gym.vector.AutoresetMode.SAME_STEP:
@@ -145,7 +161,8 @@ def _make_vec_env(env: Any, num_envs: int, seed: int) -> tuple[gym.vector.Vector
         if num_envs != 1:
             raise ValueError("pass an env id or a vector env to use num_envs > 1")
         spec = env.spec
-        return gym.vector.SyncVectorEnv([lambda: env], **same_step), (spec.id if spec is not None else None)
+        vec = gym.vector.SyncVectorEnv([lambda: EpisodeRecorder(env)], **same_step)
+        return vec, (spec.id if spec is not None else None)
     raise ValueError(f"env must be a gymnasium env id, Env or VectorEnv, got {type(env).__name__}")
 
 
@@ -245,6 +262,9 @@ class BongDQN(PosteriorValueAgent):
 
     def _bong_step(self, obs: Tensor, act: Tensor, y: Tensor) -> None:
         cfg = self.config
+        if cfg.td_clip > 0:
+            q_sa = self.q_values(obs).gather(1, act.reshape(-1, 1)).squeeze(1)
+            y = q_sa + (y - q_sa).clamp(-cfg.td_clip, cfg.td_clip)
         self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
         A, g = self.est.increment(obs, y, index=act)
         if self.increment_reducer is not None:  # e.g. bongrl.distributed: combine the ranks' increments
@@ -316,23 +336,26 @@ class BongDQN(PosteriorValueAgent):
                 self._ep_return += np.asarray(rew, dtype=np.float64)
                 self._ep_length += 1
                 ended = np.nonzero(done)[0]
+                self._obs = nxt  # before the callbacks: a checkpoint written there holds the state to continue from
+                if len(ended):
+                    self.rule.on_episode_start(self, [int(i) for i in ended])
+                events = []  # every counter is updated before any callback sees (or checkpoints) the agent
                 for i in ended:
                     self.num_episodes += 1
                     recent = (recent + [float(self._ep_return[i])])[-20:]
-                    event = {
+                    events.append({
                         "kind": "episode",
                         "step": self.num_timesteps,
                         "episode": self.num_episodes,
                         "return": float(self._ep_return[i]),
                         "length": int(self._ep_length[i]),
                         "wall": time.perf_counter() - start_wall,
-                    }
+                    })
                     self._ep_return[i] = 0.0
                     self._ep_length[i] = 0
+                for event in events:
                     if callback is not None and callback(self, event) is False:
                         stop = True
-                if len(ended):
-                    self.rule.on_episode_start(self, [int(i) for i in ended])
                 if (
                     callback is not None
                     and callback_every > 0
@@ -341,7 +364,6 @@ class BongDQN(PosteriorValueAgent):
                     event = {"kind": "step", "step": self.num_timesteps, "wall": time.perf_counter() - start_wall}
                     if callback(self, event) is False:
                         stop = True
-                self._obs = nxt
                 if bar is not None:
                     bar.update(self.num_envs)
                     if len(ended):
@@ -378,6 +400,8 @@ class BongDQN(PosteriorValueAgent):
         objective, Σ the BONG posterior covariance (whose precision is Σ₀⁻¹ + Σ_i J_iᵀJ_i/σ² for a model linear in
         θ, making the step an exact Newton step there). Warm-started from the previous sample.
         """
+        if self.config.rto_merge:
+            return self._rto_sample_merged()
         cfg, est, r = self.config, self.est, self._replay
         n = self._replay_size()
         P = est.num_params
@@ -402,6 +426,97 @@ class BongDQN(PosteriorValueAgent):
         self._rto_prev = theta.detach().clone()
         return self._rto_prev
 
+    def _rto_merge_new(self) -> dict[str, Any]:
+        """Fold the transitions added to the replay since the last call into the merged store (``rto_merge``)."""
+        cfg, r = self.config, self._replay
+        store = getattr(self, "_rto_store", None)
+        if store is None:
+            store = {"keys": {}, "m": 0, "seen": self.num_timesteps - self._replay_size(), "features": None}
+            names = self.est.flat.names
+            body = [m for name, m in self.est.model.named_children() if name != "head"]
+            if names == ["head.weight", "head.bias"] and len(body) == len(self.est.model) - 1:
+                store["features"] = torch.nn.Sequential(*body)  # θ = [W (A×H) row-major, b (A)]: Q = φWᵀ + b
+            self._rto_store = store
+        n_new = self.num_timesteps - store["seen"]
+        if n_new > self._replay_size():
+            raise RuntimeError(
+                f"{n_new} transitions arrived since the last sample but the replay holds {self._replay_size()}: "
+                "raise buffer_size (rto_merge needs it to hold the transitions between two samples)"
+            )
+        if n_new <= 0:
+            return store
+        cap = cfg.buffer_size
+        idx = (self._replay_pos - n_new + torch.arange(n_new)) % cap
+        obs, act, rew, nxt, term = (r[k][idx.to(self.device)] for k in ("obs", "act", "rew", "next_obs", "term"))
+        o_np, n_np = obs.reshape(n_new, -1).cpu().numpy(), nxt.reshape(n_new, -1).cpu().numpy()
+        a_np, t_np = act.cpu().numpy(), term.cpu().numpy()
+        rows, fresh = [], []
+        for i in range(n_new):
+            key = (o_np[i].tobytes(), int(a_np[i]), n_np[i].tobytes(), float(t_np[i]))
+            j = store["keys"].get(key)
+            if j is None:
+                j = store["m"] + len(fresh)
+                store["keys"][key] = j
+                fresh.append(i)
+            rows.append(j)
+        if fresh:
+            f = torch.as_tensor(fresh, device=self.device)
+            add = {"obs": obs[f], "act": act[f], "next_obs": nxt[f], "term": term[f],
+                   "rew_sum": torch.zeros(len(fresh), dtype=self.dtype, device=self.device),
+                   "count": torch.zeros(len(fresh), dtype=self.dtype, device=self.device)}
+            if store["features"] is not None:
+                with torch.no_grad():
+                    add["phi"] = store["features"](obs[f])
+                    add["phi_next"] = store["features"](nxt[f])
+            for k, v in add.items():
+                store[k] = v if k not in store else torch.cat([store[k], v])
+            store["m"] += len(fresh)
+        rows_t = torch.as_tensor(rows, device=self.device)
+        store["rew_sum"].index_add_(0, rows_t, rew)
+        store["count"].index_add_(0, rows_t, torch.ones_like(rew))
+        store["seen"] = self.num_timesteps
+        return store
+
+    def _rto_sample_merged(self) -> Tensor:
+        """:meth:`_rto_sample` over the merged transitions (``rto_merge``): same objective, weighted by counts."""
+        cfg, est = self.config, self.est
+        store = self._rto_merge_new()
+        g = self.generator
+        P = est.num_params
+        prior_std, s2 = cfg.prior_std, cfg.obs_std**2
+        anchor = est.prior_mean + prior_std * torch.randn(P, generator=g, dtype=self.dtype).to(self.device)
+        count = store["count"]
+        noise = cfg.obs_std * torch.randn(store["m"], generator=g, dtype=self.dtype).to(self.device) / count.sqrt()
+        rbar = store["rew_sum"] / count + noise
+        cont = cfg.gamma * (1.0 - store["term"])
+        act, obs, nxt = store["act"], store["obs"], store["next_obs"]
+        theta = self._rto_prev if getattr(self, "_rto_prev", None) is not None else est.mean.clone()
+        A = self.num_actions
+        for _ in range(cfg.rto_sweeps):
+            if store["features"] is not None:  # linear head on cached features: closed-form gradient
+                phi, phin = store["phi"], store["phi_next"]
+                W, b = theta[: P - A].view(A, -1), theta[P - A :]
+                y = rbar + cont * torch.addmm(b, phin, W.T).max(-1).values
+                q = torch.addmm(b, phi, W.T).gather(1, act.unsqueeze(1)).squeeze(1)
+                res = count * (y - q) / s2
+                gW = torch.zeros_like(W).index_add_(0, act, res.unsqueeze(1) * phi)
+                gb = torch.zeros_like(b).index_add_(0, act, res)
+                grad_lik = torch.cat([gW.reshape(-1), gb])
+            else:
+                with torch.no_grad():
+                    y = rbar + cont * est._call(theta, nxt).max(-1).values
+                th = theta.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    q = est._call(th, obs).gather(1, act.unsqueeze(1)).squeeze(1)
+                    loglik = -0.5 * (count * (y - q) ** 2).sum() / s2
+                    (grad_lik,) = torch.autograd.grad(loglik, th)
+            grad = grad_lik + (anchor - theta) / prior_std**2
+            theta = theta + cfg.rto_step * est.family.precondition(est.state, grad)
+        if not bool(torch.isfinite(theta).all()):
+            raise FloatingPointError("randomise-then-optimise sample diverged (non-finite); lower rto_step")
+        self._rto_prev = theta.detach().clone()
+        return self._rto_prev
+
     # ------------------------------------------------------------------ acting
     def predict(
         self,
@@ -412,8 +527,8 @@ class BongDQN(PosteriorValueAgent):
     ) -> tuple[np.ndarray, None]:
         """SB3-style: actions for a single observation or a batch. ``deterministic`` acts greedily on the mean;
         otherwise the exploration rule acts (per-row Thompson samples, redrawn where ``episode_start``)."""
+        obs = self._obs_tensor(observation, self.obs_shape)  # validates first (ragged lists, NaN, dtype)
         single = np.asarray(observation).shape == self.obs_shape
-        obs = self._obs_tensor(observation, self.obs_shape)
         if deterministic:
             act = self.q_values(obs).argmax(-1)
         else:
@@ -448,6 +563,11 @@ class BongDQN(PosteriorValueAgent):
         tensors["agent_rng"] = self.generator.get_state()
         if include_replay and self._replay is not None:
             tensors.update({f"replay.{k}": v for k, v in self._replay.items()})
+        if getattr(self, "_rto_prev", None) is not None:
+            tensors["rto_prev"] = self._rto_prev
+        loop = self._loop_state()
+        if loop is not None:
+            tensors["obs"] = torch.as_tensor(np.ascontiguousarray(self._obs))
         meta = {
             "class": "BongDQN",
             "version": __version__,
@@ -463,8 +583,38 @@ class BongDQN(PosteriorValueAgent):
             "num_actions": self.num_actions,
             "replay_pos": self._replay_pos,
             "replay_full": self._replay_full,
+            "loop": loop,
         }
         return save_checkpoint(path, tensors, meta)
+
+    def _loop_state(self) -> dict[str, Any] | None:
+        """What ``learn`` needs to continue exactly where it is (bongrl.envs.recorder): per-env replay records,
+        episode returns/lengths. ``None`` before the first step or for envs that cannot be replayed."""
+        if self._obs is None:
+            return None
+        envs = getattr(self.env, "envs", None)
+        if envs is None or len(envs) != self.num_envs or not all(isinstance(e, EpisodeRecorder) for e in envs):
+            return None
+        snaps = [e.snapshot() for e in envs]
+        if any(s is None for s in snaps):
+            return None
+        return {"env": snaps, "ep_return": [float(r) for r in self._ep_return],
+                "ep_length": [int(n) for n in self._ep_length]}
+
+    def _restore_loop(self, tensors: dict[str, Tensor], loop: dict[str, Any]) -> None:
+        """Rebuild the envs' state by replaying their records; continue from the saved observations."""
+        envs = getattr(self.env, "envs", None)
+        if envs is None or len(envs) != len(loop["env"]) or not all(isinstance(e, EpisodeRecorder) for e in envs):
+            return  # e.g. a user-supplied vector env: learn() reseeds it instead
+        import warnings
+
+        obs = np.stack([np.asarray(e.restore(snap)) for e, snap in zip(envs, loop["env"])])
+        saved = tensors["obs"].numpy()
+        if obs.shape != saved.shape or not np.array_equal(obs.astype(saved.dtype), saved):
+            warnings.warn("the env did not replay to the checkpointed observation: resume is not exact", stacklevel=3)
+        self._obs = obs
+        self._ep_return = np.asarray(loop["ep_return"], dtype=np.float64)
+        self._ep_length = np.asarray(loop["ep_length"], dtype=np.int64)
 
     @classmethod
     def load(cls, path: str | Path, env: Any = None, device: str | torch.device = "auto") -> BongDQN:
@@ -482,7 +632,12 @@ class BongDQN(PosteriorValueAgent):
         )
         if list(agent.obs_shape) != meta["obs_shape"] or agent.num_actions != meta["num_actions"]:
             raise ValueError("the env's spaces do not match the checkpoint's")
-        agent._restore(tensors, meta)
+        try:
+            agent._restore(tensors, meta)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{str(path)!r} holds an inconsistent BongDQN checkpoint: {exc}") from exc
         return agent
 
     def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
@@ -493,6 +648,7 @@ class BongDQN(PosteriorValueAgent):
         self.est.load_state_dict(sub("bong."))
         self.target_theta = tensors["target_theta"].to(self.device, self.dtype)
         rule_sd = sub("rule.")
+        self.rule.reset(self.num_envs)
         if rule_sd:
             self.rule.load_state_dict({k: v.to(self.device) if k == "theta" else v for k, v in rule_sd.items()})
         self.generator.set_state(tensors["agent_rng"].to(torch.uint8))
@@ -503,3 +659,7 @@ class BongDQN(PosteriorValueAgent):
             self._replay_full = bool(meta["replay_full"])
         self.num_timesteps = int(meta["num_timesteps"])
         self.num_episodes = int(meta["num_episodes"])
+        if "rto_prev" in tensors:
+            self._rto_prev = tensors["rto_prev"].to(self.device, self.dtype)
+        if meta.get("loop") and "obs" in tensors:
+            self._restore_loop(tensors, meta["loop"])
