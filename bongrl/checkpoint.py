@@ -2,11 +2,15 @@
 
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``), so a crash never leaves a half-written
 checkpoint under the final name. Loading parses only the safetensors format: a pickle payload, a tampered or a
-truncated file is refused with :class:`CheckpointError` and nothing in it is executed.
+truncated file is refused with :class:`CheckpointError` and nothing in it is executed. The header also carries a
+SHA-256 digest of every tensor's name, dtype, shape and bytes, so flipped or replaced tensor bytes are detected
+too (an integrity check against corruption and accidental edits, not a signature: whoever can write the file can
+recompute it; the security guarantee is that loading never executes code).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,7 +36,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: d
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True), "sha256": _digest(clean)}
     blob = st_save(clean, metadata=header)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -45,6 +49,17 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: d
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over the tensors in name order: name, dtype, shape and raw bytes of each."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict]:
@@ -68,4 +83,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         meta = json.loads(header["meta"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{str(path)!r} has a corrupt metadata header: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{str(path)!r} has a corrupt metadata header: not a JSON object")
+    digest = header.get("sha256")
+    if digest is not None and digest != _digest(tensors):
+        raise CheckpointError(f"{str(path)!r} failed its SHA-256 check: the tensor data was modified or corrupted")
     return tensors, meta

@@ -156,17 +156,32 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 def truncate_metrics(path: str | Path, key: str, upto: int) -> int:
     """Drop rows whose ``key`` column exceeds ``upto`` (logged after the checkpoint a resume starts from).
 
+    A row cut short by a killed process (missing fields, or no final newline) is dropped too.
     Returns the number of rows dropped.
     """
     path = Path(path)
     if not path.exists():
         return 0
     with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
-    keep = [r for r in rows if not r.get(key) or float(r[key]) <= upto]
-    if len(keep) == len(rows):
+        text = fh.read()
+    reader = csv.DictReader(text.splitlines(keepends=True) if text.endswith("\n") else text.splitlines()[:-1])
+    columns = list(reader.fieldnames or [])
+    rows = list(reader)
+    n_rows = len(rows) + (0 if text.endswith("\n") or not text else 1)
+
+    def keep_row(r: dict[str, Any]) -> bool:
+        if None in r or any(v is None for v in r.values()):  # too many / too few fields: a torn write
+            return False
+        try:
+            return not r.get(key) or float(r[key]) <= upto
+        except ValueError:
+            return False
+
+    if not columns:  # even the header was torn: start the file afresh
+        path.unlink()
+        return n_rows
+    keep = [r for r in rows if keep_row(r)]
+    if len(keep) == n_rows:
         return 0
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", newline="") as fh:
@@ -174,7 +189,7 @@ def truncate_metrics(path: str | Path, key: str, upto: int) -> int:
         writer.writeheader()
         writer.writerows(keep)
     os.replace(tmp, path)
-    return len(rows) - len(keep)
+    return n_rows - len(keep)
 
 
 def _floats(rows: list[dict[str, str]], key: str) -> list[float]:

@@ -123,9 +123,12 @@ class PosteriorValueAgent:
 
     # ------------------------------------------------------------------ helpers
     def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:
-        arr = np.asarray(obs)
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
-            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        try:
+            arr = np.asarray(obs)
+        except (TypeError, ValueError) as exc:  # e.g. ragged nested lists
+            raise ValueError(f"{name} must be a numeric array: {exc}") from exc
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_):
+            raise ValueError(f"{name} must be real-valued (int, float or bool), got dtype {arr.dtype}")
         if arr.shape == obs_shape:
             arr = arr[None]
         if arr.shape[1:] != obs_shape:
@@ -142,6 +145,8 @@ class PosteriorValueAgent:
 
     @staticmethod
     def _check_finite_scalar(name: str, v: Any) -> float:
+        if isinstance(v, (str, bytes, complex, np.complexfloating)):
+            raise ValueError(f"{name} must be a real number, got {v!r}")
         try:
             f = float(v)
         except (TypeError, ValueError) as exc:

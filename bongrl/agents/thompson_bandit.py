@@ -141,6 +141,8 @@ class ThompsonBandit(PosteriorValueAgent):
         self.rule.reset(1)
         self.num_rounds = 0
         self.cumulative_regret = 0.0  # over every learn() call, saved in checkpoints
+        self._env: Any = None  # the env of the last learn() call
+        self._pending_env_rng: dict[str, Any] | None = None  # its saved random stream, restored by learn()
         self._predict_rule = None
 
     # ------------------------------------------------------------------ bandit API
@@ -159,14 +161,22 @@ class ThompsonBandit(PosteriorValueAgent):
         if self.config.likelihood == "bernoulli" and r not in (0.0, 1.0):
             raise ValueError(f"reward must be 0 or 1 for a bernoulli likelihood, got {reward!r}")
         cfg = self.config
-        self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
-        self.est.update(obs, torch.tensor([r]), index=torch.tensor([int(arm)]))
+        before = self.est.state
+        try:  # all or nothing: a failure in the update also undoes the predict step
+            self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
+            self.est.update(obs, torch.tensor([r]), index=torch.tensor([int(arm)]))
+        except BaseException:
+            self.est.state = before
+            raise
         self.num_rounds += 1
 
     def _context(self, context: Any) -> Tensor:
         if self.context_dim == 0:
             return torch.zeros((1, 0), dtype=self.dtype, device=self.device)
-        return self._obs_tensor(context, self.obs_shape, "context")
+        obs = self._obs_tensor(context, self.obs_shape, "context")
+        if obs.shape[0] != 1:  # act/update take one round's context; predict takes batches
+            raise ValueError(f"context must be one context of shape {self.obs_shape}, got a batch of {obs.shape[0]}")
+        return obs
 
     def learn(
         self,
@@ -194,9 +204,14 @@ class ThompsonBandit(PosteriorValueAgent):
             bar = tqdm(total=int(total_rounds), unit="round", dynamic_ncols=True)
         start = time.perf_counter()
         base_seed = self.seed if seed is None else seed
+        self._env = env  # its random-stream state goes into checkpoints (exact resume)
         try:
             for t in range(int(total_rounds)):
-                if t == 0:  # seeded at the start of every learn() call: reproducible, and fresh after a load
+                if t == 0 and self._pending_env_rng is not None:  # loaded from a checkpoint: continue the
+                    env.unwrapped.np_random.bit_generator.state = self._pending_env_rng  # env's random stream
+                    self._pending_env_rng = None
+                    obs, _ = env.reset()
+                elif t == 0:  # seeded at the start of every learn() call: reproducible
                     obs, _ = env.reset(seed=base_seed + self.num_rounds)
                 else:
                     obs, _ = env.reset()
@@ -255,6 +270,11 @@ class ThompsonBandit(PosteriorValueAgent):
                 "context_dim": self.context_dim, "model": self.model_kind, "posterior": self.posterior_name,
                 "exploration": self.exploration_name, "seed": self.seed,
                 "config": dataclasses.asdict(self.config), "num_rounds": self.num_rounds, "cumulative_regret": self.cumulative_regret}
+        rng = getattr(getattr(self._env, "unwrapped", None), "_np_random", None)
+        if rng is not None:  # the env's random stream after the last round (JSON: bit-generator state)
+            meta["env_rng"] = rng.bit_generator.state
+        elif self._pending_env_rng is not None:
+            meta["env_rng"] = self._pending_env_rng
         return save_checkpoint(path, tensors, meta)
 
     @classmethod
@@ -262,12 +282,18 @@ class ThompsonBandit(PosteriorValueAgent):
         tensors, meta = load_checkpoint(path)
         if meta.get("class") != "ThompsonBandit":
             raise CheckpointError(f"{str(path)!r} holds a {meta.get('class')!r}, not a ThompsonBandit")
-        agent = cls(meta["n_arms"], meta["context_dim"], model=meta["model"], posterior=meta["posterior"],
-                    exploration=meta["exploration"], seed=meta["seed"], device=device, **meta["config"])
-        net = {k[4:]: v.to(agent.device, agent.dtype) for k, v in tensors.items() if k.startswith("net.")}
-        agent.est.model.load_state_dict(net)
-        agent.est.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("bong.")})
-        agent.generator.set_state(tensors["agent_rng"].to(torch.uint8))
-        agent.num_rounds = int(meta["num_rounds"])
-        agent.cumulative_regret = float(meta.get("cumulative_regret", 0.0))
+        try:
+            agent = cls(meta["n_arms"], meta["context_dim"], model=meta["model"], posterior=meta["posterior"],
+                        exploration=meta["exploration"], seed=meta["seed"], device=device, **meta["config"])
+            net = {k[4:]: v.to(agent.device, agent.dtype) for k, v in tensors.items() if k.startswith("net.")}
+            agent.est.model.load_state_dict(net)
+            agent.est.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("bong.")})
+            agent.generator.set_state(tensors["agent_rng"].to(torch.uint8))
+            agent.num_rounds = int(meta["num_rounds"])
+            agent.cumulative_regret = float(meta.get("cumulative_regret", 0.0))
+            agent._pending_env_rng = meta.get("env_rng")
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{str(path)!r} holds an inconsistent ThompsonBandit checkpoint: {exc}") from exc
         return agent
