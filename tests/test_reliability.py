@@ -320,6 +320,7 @@ def test_fuzz_dqn_predict(fuzz_counts: dict[str, int]) -> None:
 
 def test_fuzz_totals(fuzz_counts: dict[str, int]) -> None:
     """Runs after the fuzz tests above (file order): at least 1000 bad inputs, none corrupted any state."""
+    print(f"fuzz: {fuzz_counts['inputs']} bad inputs rejected, {fuzz_counts['corrupted']} corrupted states")
     assert fuzz_counts["inputs"] >= 1000, fuzz_counts
     assert fuzz_counts["corrupted"] == 0, fuzz_counts
 
