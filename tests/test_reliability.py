@@ -439,10 +439,11 @@ def test_health_monitor_reports_the_first_violation() -> None:
     assert v is not None and (v.step, v.family, v.metric) == (30, "diag", "health") and v.value == -1.0
     assert "step 30" in str(v) and "'diag'" in str(v) and [r["step"] for r in monitor.log] == [10, 20, 30, 40, 50]
     agent2 = _dqn(posterior="diag", replay_every=0)
-    with pytest.raises(HealthError, match="step 10.*'diag'.*finite"):
-        agent2.est.state = {**agent2.est.state, "mean": agent2.est.state["mean"] * np.nan}
-        agent2.learn(0)  # nothing to do: no check
+    agent2.est.state = {**agent2.est.state, "mean": agent2.est.state["mean"] * np.nan}
+    assert HealthMonitor(every=10)(agent2, {"kind": "episode", "step": 10}) is None  # only periodic events check
+    with pytest.raises(HealthError, match="step 10.*'diag'.*finite"):  # default: raise (stops training)
         HealthMonitor(every=10)(agent2, {"kind": "step", "step": 10})
+    assert HealthMonitor(every=10, on_violation="stop")(agent2, {"kind": "step", "step": 10}) is False
 
 
 def test_health_monitor_on_a_bandit() -> None:
