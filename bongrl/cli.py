@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.set_defaults(func=cmd_plugins)
     _add_compare_parser(sub)
+    _add_tune_parser(sub)
     return p
 
 
@@ -739,6 +740,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
             + " (rerun the same command to retry them; finished runs are kept)"
         )
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------- tune
+def _add_tune_parser(sub: Any) -> None:
+    from bongrl import tune
+
+    tune.add_parser(sub)  # flags, search space and help text live in bongrl/tune.py
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bongrl import tune
+
+    return tune.cmd_tune(args)
 
 
 # ---------------------------------------------------------------------------------------------------- main

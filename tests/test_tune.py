@@ -1,0 +1,209 @@
+"""``bongrl tune``: a tiny Optuna study writes a preset that ``train --preset`` accepts, and resumes from its
+storage (interrupted trials are redone, finished ones are not). In-process cli.main calls, tiny budgets."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bongrl import cli, presets, tune
+
+TINY = [
+    "--env",
+    "CartPole-v1",
+    "--steps",
+    "100",
+    "--eval-every",
+    "50",
+    "--eval-episodes",
+    "1",
+    "--set",
+    "hidden=[16]",
+    "--study",
+    "t",
+    "--quiet",
+]
+
+
+def tune_args(tmp: Path, trials: int, *extra: str) -> list[str]:
+    return [
+        "tune",
+        *TINY,
+        "--trials",
+        str(trials),
+        "--out",
+        str(tmp / "out"),
+        "--storage",
+        f"sqlite:///{tmp / 'study.db'}",
+        *extra,
+    ]
+
+
+def states(tmp: Path) -> list[str]:
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp / 'study.db'}")
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def finished(tmp: Path) -> int:
+    return sum(s in ("COMPLETE", "PRUNED") for s in states(tmp))
+
+
+def test_study_writes_preset_train_accepts_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1. Ctrl-C during the second trial: exit 130, one finished trial kept, the interrupted one marked FAIL
+    real = tune.train_trial
+    calls = {"n": 0}
+
+    def interrupted_second(*a, **k):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tune, "train_trial", interrupted_second)
+    assert cli.main(tune_args(tmp_path, 3)) == 130
+    assert "rerun the same command" in capsys.readouterr().err
+    assert states(tmp_path) == ["COMPLETE", "FAIL"]
+    monkeypatch.setattr(tune, "train_trial", real)
+
+    # 2. the same command resumes: runs until 3 finished trials (the interrupted one does not count)
+    assert cli.main(tune_args(tmp_path, 3)) == 0
+    assert finished(tmp_path) == 3 and len(states(tmp_path)) == 4
+    out = tmp_path / "out"
+    preset = presets.load_file(out / "best_preset.json")
+    assert preset["agent"] == "bongdqn" and preset["steps"] == 100
+    hp = preset["hyperparameters"]
+    assert hp["hidden"] == [16] and hp["learning_starts"] == 1000  # fixed by --set / from the CartPole preset
+    assert {
+        "prior_std",
+        "obs_std",
+        "rank",
+        "forget",
+        "process_noise",
+        "target_update",
+        "replay_every",
+        "td_clip",
+        "every",
+    } <= set(hp)
+    with open(out / "trials.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    best = json.loads((out / "best_trial.json").read_text())
+    assert best["value"] == max(float(r["value"]) for r in rows if r["value"])
+
+    # 3. train --preset accepts the tuned preset
+    run_dir = tmp_path / "train"
+    assert (
+        cli.main(
+            [
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--preset",
+                str(out / "best_preset.json"),
+                "--steps",
+                "60",
+                "--eval-every",
+                "0",
+                "--eval-episodes",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(run_dir),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((run_dir / "eval.json").read_text())["step"] == 60
+
+    # 4. --trials 4 runs exactly one more trial; rerunning it runs none
+    assert cli.main(tune_args(tmp_path, 4)) == 0
+    assert finished(tmp_path) == 4 and len(states(tmp_path)) == 5
+    assert cli.main(tune_args(tmp_path, 4)) == 0
+    assert len(states(tmp_path)) == 5
+
+    # 5. a trial left RUNNING by a killed process is not counted: --trials 5 runs exactly one more
+    optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'study.db'}").ask()
+    assert cli.main(tune_args(tmp_path, 5)) == 0
+    assert finished(tmp_path) == 5 and states(tmp_path).count("RUNNING") == 1 and len(states(tmp_path)) == 7
+
+    # 6. resuming with other settings is refused (trials would not be comparable)
+    capsys.readouterr()
+    assert cli.main([*tune_args(tmp_path, 6), "--objective", "auc"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "objective" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--trials", "0"], "--trials must be an integer >= 1"),
+        (["--trials", "2", "--steps", "0"], "--steps must be"),
+        (["--trials", "2", "--eval-episodes", "0"], "--eval-episodes must be"),
+        (["--trials", "2", "--storage", "runs/tune.db"], "database URL"),
+        (["--trials", "2", "--storage", "sqlite:/x.db"], "three slashes"),
+        (["--trials", "2", "--storage", "nosuchdialect://x"], "cannot open --storage"),
+        (["--trials", "2", "--set", "nosuch=1"], "unknown bongdqn hyperparameter"),
+        (["--trials", "2", "--posterior", "nosuch"], "nosuch"),
+    ],
+)
+def test_bad_arguments_exit_2_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str
+) -> None:
+    rc = cli.main(["tune", "--env", "CartPole-v1", "--out", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_env_and_bandit_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tune", "--env", "CartPol-v1", "--trials", "2"]) == 2
+    assert "unknown environment id" in capsys.readouterr().err
+    assert (
+        cli.main(["tune", "--env", "CartPole-v1", "--trials", "2", "--preset", "bongrl/WheelBandit-v0"]) == 2
+    )
+    assert "bongdqn agent only" in capsys.readouterr().err
+
+
+def test_search_space() -> None:
+    keys = tune.searched_keys("dlr", "thompson")
+    assert keys == [
+        "prior_std",
+        "obs_std",
+        "rank",
+        "forget",
+        "process_noise",
+        "target_update",
+        "replay_every",
+        "td_clip",
+        "every",
+    ]
+    assert "rank" not in tune.searched_keys("diag", "ucb") and "beta" in tune.searched_keys("diag", "ucb")
+    assert "damping" not in tune.searched_keys("kfac", "greedy")  # neither kfac nor BongDQNConfig takes it
+    assert "obs_std" not in tune.searched_keys("dlr", "thompson", {"obs_std"})
+    fixed = {
+        "prior_std": 0.5,
+        "obs_std": 1.0,
+        "rank": 4,
+        "forget": 1.0,
+        "process_noise_on": False,
+        "target_update": 20,
+        "replay_every": 4,
+        "td_clip": 0.0,
+        "every": 0,
+    }
+    hp = tune.suggest(optuna.trial.FixedTrial(fixed), keys)
+    assert hp["process_noise"] == 0.0 and hp["rank"] == 4
+    on = tune.suggest(
+        optuna.trial.FixedTrial({**fixed, "process_noise_on": True, "process_noise": 1e-5}), keys
+    )
+    assert on["process_noise"] == 1e-5
+    assert set(tune.SEARCH_SPACE) >= set(keys) and "prior_std" in tune.search_space_text()
+    assert TrialState.PRUNED.name == "PRUNED"
