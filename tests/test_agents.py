@@ -1,0 +1,180 @@
+"""BongDQN / ThompsonBandit behaviour and the exploration rules (tiny budgets; numbers exact where the math is)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.evaluation import evaluate_policy
+
+import bongrl  # noqa: F401  (registers bongrl/* envs)
+from bongrl import registry
+from bongrl.agents import BongDQN, ThompsonBandit
+
+SMALL = {"hidden": [16], "target_update": 10}
+
+
+class _CountingModel:
+    """A ValueModel stub: fixed values, counts posterior draws."""
+
+    num_actions = 3
+
+    def __init__(self) -> None:
+        self.draws = 0
+
+    def q_values(self, obs: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        base = torch.tensor([0.0, 1.0, 0.5]).expand(obs.shape[0], 3)
+        return base if theta is None else base + theta[:, :3]
+
+    def q_std(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([0.0, 0.0, 2.0]).expand(obs.shape[0], 3)
+
+    def sample_params(self, n: int) -> torch.Tensor:
+        self.draws += n
+        return torch.randn(n, 3) * 10
+
+
+def test_every_builtin_rule_is_registered_and_acts() -> None:
+    model, obs, gen = _CountingModel(), torch.zeros(4, 2), torch.Generator().manual_seed(0)
+    for name in ("thompson", "ucb", "greedy", "epsilon"):
+        rule = registry.create_exploration(name)
+        rule.reset(4)
+        rule.on_episode_start(model, [0, 1, 2, 3])
+        a = rule.act(model, obs, gen)
+        assert a.shape == (4,) and a.dtype == torch.int64 and bool(((a >= 0) & (a < 3)).all())
+
+
+def test_greedy_is_deterministic_and_ucb_adds_optimism() -> None:
+    model, obs, gen = _CountingModel(), torch.zeros(5, 2), torch.Generator().manual_seed(0)
+    greedy = registry.create_exploration("greedy")
+    greedy.reset(5)
+    assert greedy.act(model, obs, gen).tolist() == [1] * 5
+    ucb = registry.create_exploration("ucb", beta=1.0)
+    ucb.reset(5)
+    assert ucb.act(model, obs, gen).tolist() == [2] * 5  # 0.5 + 1.0 * 2.0 > 1.0
+    assert model.draws == 0
+
+
+def test_thompson_resamples_exactly_once_per_episode() -> None:
+    model, obs, gen = _CountingModel(), torch.zeros(2, 2), torch.Generator().manual_seed(0)
+    rule = registry.create_exploration("thompson")  # every=0: per episode
+    rule.reset(2)
+    rule.on_episode_start(model, [0, 1])
+    first = rule.theta.clone()
+    for _ in range(10):
+        rule.act(model, obs, gen)
+    assert model.draws == 2 and torch.equal(rule.theta, first)
+    rule.on_episode_start(model, [1])  # only env 1 starts a new episode
+    assert model.draws == 3
+    assert torch.equal(rule.theta[0], first[0]) and not torch.equal(rule.theta[1], first[1])
+
+
+def test_thompson_every_k_steps() -> None:
+    model, obs, gen = _CountingModel(), torch.zeros(1, 2), torch.Generator().manual_seed(0)
+    rule = registry.create_exploration("thompson", every=3)
+    rule.reset(1)
+    for _ in range(9):
+        rule.act(model, obs, gen)
+    assert model.draws == 3  # draws at steps 0, 3, 6
+
+
+def test_epsilon_decays_linearly() -> None:
+    rule = registry.create_exploration("epsilon", eps_start=1.0, eps_end=0.0, decay_steps=10)
+    rule.reset(1)
+    model, obs, gen = _CountingModel(), torch.zeros(1, 2), torch.Generator().manual_seed(0)
+    assert rule.epsilon == 1.0
+    for _ in range(5):
+        rule.act(model, obs, gen)
+    assert rule.epsilon == pytest.approx(0.5)
+
+
+def test_bongdqn_learn_predict_and_sb3_evaluate_policy() -> None:
+    agent = BongDQN("CartPole-v1", posterior="diag", seed=0, device="cpu", **SMALL)
+    episodes: list[dict] = []
+    agent.learn(300, callback=lambda a, e: episodes.append(e))
+    assert agent.num_timesteps == 300 and episodes and all(e["kind"] == "episode" for e in episodes)
+    assert sum(e["length"] for e in episodes) <= 300
+    obs = np.zeros(4, dtype=np.float32)
+    a1, _ = agent.predict(obs, deterministic=True)
+    a2, _ = agent.predict(obs, deterministic=True)
+    assert a1 == a2 and 0 <= int(a1) < 2
+    mean, std = evaluate_policy(agent, gym.make("CartPole-v1"), n_eval_episodes=2)
+    assert np.isfinite(mean) and mean >= 8
+
+
+def test_bongdqn_save_load_gives_identical_predictions(tmp_path) -> None:
+    agent = BongDQN("CartPole-v1", posterior="dlr", seed=1, device="cpu", **SMALL)
+    agent.learn(200)
+    path = agent.save(tmp_path / "agent.safetensors")
+    loaded = BongDQN.load(path, device="cpu")
+    obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    q1 = agent.q_values(torch.as_tensor(obs))
+    q2 = loaded.q_values(torch.as_tensor(obs))
+    assert torch.equal(q1, q2)
+    assert np.array_equal(agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    assert torch.equal(agent.est.mean, loaded.est.mean) and loaded.num_timesteps == 200
+
+
+def test_bongdqn_vector_env_batched_update() -> None:
+    agent = BongDQN("CartPole-v1", posterior="dlr", seed=0, device="cpu", num_envs=4, **SMALL)
+    before = agent.est.mean.clone()
+    agent.learn(40)
+    assert agent.num_timesteps == 40 and agent.num_envs == 4
+    assert not torch.equal(before, agent.est.mean)
+
+
+def test_bongdqn_rejects_bad_config_and_env() -> None:
+    with pytest.raises(ValueError, match="unknown BongDQN hyperparameter"):
+        BongDQN("CartPole-v1", device="cpu", learning_rate=1e-3)
+    with pytest.raises(ValueError, match="integer"):
+        BongDQN("CartPole-v1", device="cpu", target_update=1.5)
+    with pytest.raises(ValueError, match="Discrete"):
+        BongDQN("Pendulum-v1", device="cpu")
+    with pytest.raises(registry.UnknownPluginError, match="known"):
+        BongDQN("CartPole-v1", device="cpu", posterior="nope")
+
+
+def test_thompson_bandit_linear_full_is_exact_bayesian_linear_regression() -> None:
+    """model="linear", posterior="full", Gaussian likelihood, zero prior mean: after the rounds, each arm's weights
+    equal the closed-form conjugate posterior of the contexts where it was pulled (float64; tolerance 1e-8 is
+    round-off of the sequential Kalman updates)."""
+    rng = np.random.default_rng(0)
+    agent = ThompsonBandit(3, 2, model="linear", posterior="full", seed=0, device="cpu", obs_std=0.5,
+                           prior_std=2.0, prior_mean="zero", dtype="float64")
+    X = rng.normal(size=(40, 2))
+    arms = rng.integers(0, 3, size=40)
+    r = rng.normal(size=40)
+    for x, a, y in zip(X, arms, r):
+        agent.update(x, int(a), float(y))
+    # parameter layout of nn.Linear(2, 3): weight (3, 2) row-major, then bias (3,)
+    P = 9
+    Phi = np.zeros((40, P))
+    for i, (x, a) in enumerate(zip(X, arms)):
+        Phi[i, a * 2 : a * 2 + 2] = x
+        Phi[i, 6 + a] = 1.0
+    prec = np.eye(P) / 4.0 + Phi.T @ Phi / 0.25
+    cov = np.linalg.inv(prec)
+    mu = cov @ (Phi.T @ r / 0.25)
+    assert np.allclose(agent.est.mean.numpy(), mu, atol=1e-8)
+    assert np.allclose(agent.est.covariance().numpy(), cov, atol=1e-8)
+
+
+def test_thompson_bandit_multi_armed_learns_and_roundtrips(tmp_path) -> None:
+    agent = ThompsonBandit(5, 0, posterior="full", seed=0, device="cpu", prior_mean="zero", obs_std=0.5)
+    agent.learn("bongrl/BernoulliBandit-v0", 300)
+    assert agent.num_rounds == 300 and agent.cumulative_regret < 0.7 * 300 * 0.2  # uniform: 0.2 regret/round; TS ≈ 0.5x at 300 rounds
+    path = agent.save(tmp_path / "b.safetensors")
+    loaded = ThompsonBandit.load(path, device="cpu")
+    assert torch.equal(loaded.est.mean, agent.est.mean) and loaded.cumulative_regret == agent.cumulative_regret
+    assert loaded.predict(np.zeros(0), deterministic=True)[0] == agent.predict(np.zeros(0), deterministic=True)[0]
+
+
+def test_thompson_bandit_bad_update_leaves_posterior_unchanged() -> None:
+    agent = ThompsonBandit(3, 2, posterior="dlr", seed=0, device="cpu")
+    before = {k: v.clone() for k, v in agent.est.state.items()}
+    for context, arm, reward in (([np.nan, 0.0], 0, 1.0), ([0.0, 0.0], 3, 1.0), ([0.0, 0.0], 0, np.inf),
+                                 ([0.0, 0.0, 0.0], 0, 1.0), ([0.0, 0.0], 1.5, 1.0)):
+        with pytest.raises(ValueError):
+            agent.update(np.asarray(context), arm, reward)
+    assert all(torch.equal(before[k], agent.est.state[k]) for k in before)
