@@ -25,6 +25,7 @@ On ``bongrl/DeepSea-v0`` each run also records episodes to solve (bsuite: the fi
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -351,6 +352,8 @@ def run_one(
     from bongrl import runs
 
     torch.set_num_threads(1)
+    signature = _signature(task)  # before training: nothing the agent does to its settings can leak in
+    task = copy.deepcopy(task)
     folder = run_dir(Path(out), task["agent"], task["seed"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RESULT).unlink(missing_ok=True)
@@ -365,7 +368,7 @@ def run_one(
         w.writerows(rec.rows)
     os.replace(tmp, folder / CURVE)
     result = {
-        "task": _signature(task),
+        "task": signature,
         "final_steps": final_steps,
         "final_eval_mean": rec.rows[-1]["eval_mean"],
         "final_eval_std": rec.rows[-1]["eval_std"],

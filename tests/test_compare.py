@@ -207,3 +207,16 @@ def test_solve_criterion_and_auc() -> None:
         rec.on_episode(bad)
     assert rec.solved_at == 5
     assert compare._auc(np.array([0, 10, 20]), np.array([0.0, 10.0, 10.0])) == pytest.approx(7.5)
+
+
+def test_sb3_models_do_not_mutate_the_preset() -> None:
+    """QR-DQN writes into policy_kwargs; the recorded settings (the resume signature) must stay JSON."""
+    from bongrl.baselines import sb3
+
+    hp = sb3.resolved("qrdqn", "CartPole-v1", {"policy_kwargs": {"net_arch": [8], "n_quantiles": 5}})
+    before = json.dumps(hp, sort_keys=True)
+    model = sb3.make_model("qrdqn", "CartPole-v1", 0, hp)
+    assert json.dumps(hp, sort_keys=True) == before
+    assert model.policy_kwargs["n_quantiles"] == 5
+    ppo = sb3.make_model("ppo", "CartPole-v1", 0, sb3.resolved("ppo", "CartPole-v1"))
+    assert callable(ppo.learning_rate)  # the zoo's lin_0.001 schedule

@@ -107,7 +107,7 @@ def make_model(
 
     import bongrl.envs  # noqa: F401  (registers bongrl/* ids)
 
-    hp = dict(hyperparameters)
+    hp = copy.deepcopy(dict(hyperparameters))  # SB3 / sb3-contrib mutate policy_kwargs (QRDQN adds a class)
     n_envs = int(hp.pop("n_envs", 1))
     normalize = hp.pop("normalize", False)
     policy = hp.pop("policy", "MlpPolicy")
