@@ -17,7 +17,7 @@ Layout of the output directory::
                                            settings match) and holds its settings and summary numbers
     DIR/compare.csv                        agent, seed, step, eval_mean, eval_std, wall_s, env_steps_per_s
     DIR/summary.md / summary.json          per agent: final eval, steps to the reward threshold, AUC, steps/s
-    DIR/learning_curves.png                mean eval return ± 1 std over seeds, one line per agent
+    DIR/learning_curves.png                mean eval return over seeds (± 1 std band), one line per agent
 
 On ``bongrl/DeepSea-v0`` each run also records episodes to solve (bsuite: the first training episode where
 ``total_bad_episodes / episode < 0.9``).
@@ -745,14 +745,16 @@ def _summary_md(s: dict[str, Any]) -> str:
         "| wall s / run |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    values = [abs(x) for a in s["agents"].values() for x in a["final_eval_per_seed"] if math.isfinite(x)]
+    dg = 2 if values and max(values) < 10 else 1  # returns like DeepSea's 0.99 need two decimals
     for agent, a in s["agents"].items():
-        per_seed = ", ".join(_fmt(x) for x in a["final_eval_per_seed"])
+        per_seed = ", ".join(_fmt(x, dg) for x in a["final_eval_per_seed"])
         never = f"{a['never_reached']}/{len(a['seeds'])}" if a["never_reached"] is not None else "n/a"
         lines.append(
             f"| {agent} | {len(a['seeds'])} | "
-            f"{_fmt(a['final_eval_mean'])} ± {_fmt(a['final_eval_std'])} | "
-            f"{per_seed} | {_fmt(a['median_steps_to_threshold'], 0)} | {never} | {_fmt(a['auc_mean'])} ± "
-            f"{_fmt(a['auc_std'])} | {_fmt(a['env_steps_per_s'], 0)} | {_fmt(a['wall_s_per_run'], 0)} |"
+            f"{_fmt(a['final_eval_mean'], dg)} ± {_fmt(a['final_eval_std'], dg)} | "
+            f"{per_seed} | {_fmt(a['median_steps_to_threshold'], 0)} | {never} | {_fmt(a['auc_mean'], dg)} ± "
+            f"{_fmt(a['auc_std'], dg)} | {_fmt(a['env_steps_per_s'], 0)} | {_fmt(a['wall_s_per_run'], 0)} |"
         )
     if s["env"] == DEEPSEA:
         lines += [
@@ -799,14 +801,15 @@ def _plot(path: Path, order: list[str], collected: dict[str, Any], summary: dict
         )
         mean, std = ys.mean(0), ys.std(0)
         (line,) = ax.plot(grid, mean, label=f"{agent} (n={len(runs_)})")
-        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        lo, hi = np.maximum(mean - std, ys.min(0)), np.minimum(mean + std, ys.max(0))  # within the seed range
+        ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     thr = summary.get("reward_threshold")
     if thr is not None:
         ax.axhline(thr, color="grey", linestyle="--", linewidth=1, label=f"threshold {thr:g}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("deterministic eval return")
     env = summary.get("env") or ""
-    ax.set_title(f"{env}: mean ± 1 std over seeds")
+    ax.set_title(f"{env}: mean over seeds, band ± 1 std (clipped to the seeds' range)")
     ax.legend(loc="best", fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -94,6 +94,11 @@ COMPONENTS = {
     "BONG update: increment (Jacobian + posterior increment)": ("bongrl/bong.py", "increment"),
     "BONG update: apply increment": ("bongrl/bong.py", "apply_increment"),
     "TD targets (two target/mean forward passes)": ("bongrl/agents/bong_dqn.py", "_td_targets"),
+    "replay BONG steps (all of _replay_updates; overlaps the rows above)": (
+        "bongrl/agents/bong_dqn.py",
+        "_replay_updates",
+    ),
+    "finiteness checks (check_finite)": ("bongrl/posteriors", "check_finite"),
     "acting (exploration rule, incl. posterior samples)": ("bongrl/exploration", "act"),
     "episode starts (Thompson resampling)": ("bongrl/exploration", "on_episode_start"),
     "env step (gymnasium SyncVectorEnv)": ("gymnasium/vector/sync_vector_env.py", "step"),
