@@ -59,13 +59,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                             "gamma": 1.0, "target_update": 10, "rto_sweeps": 10, "rto_merge": True,
                             "rto_cg": 3, "rto_clip": 10.0, "buffer_size": 2_000},
     },
+    # Bandit presets: the grid-tuned BONG-DLR settings of scripts/bandit_benchmark.py (seeds 100-102, docs/bandits.md).
     "bongrl/WheelBandit-v0": {
         "agent": "bandit", "posterior": "dlr", "exploration": "thompson", "steps": 2_000,
-        "hyperparameters": {"hidden": [50], "prior_std": 1.0, "obs_std": 1.0},
+        "hyperparameters": {"hidden": [50], "prior_std": 0.3, "obs_std": 2.0},
     },
     "bongrl/ClassificationBandit-v0": {
         "agent": "bandit", "posterior": "dlr", "exploration": "thompson", "steps": 2_000,
-        "hyperparameters": {"hidden": [50], "prior_std": 1.0, "obs_std": 0.5},
+        "hyperparameters": {"hidden": [50], "prior_std": 0.3, "obs_std": 0.03},
     },
     "bongrl/BernoulliBandit-v0": {
         "agent": "bandit", "posterior": "full", "exploration": "thompson", "steps": 2_000,

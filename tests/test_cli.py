@@ -33,7 +33,7 @@ TINY = [
 ]
 
 
-def bongrl(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def bongrl(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bongrl", *args],
         capture_output=True,
@@ -167,7 +167,7 @@ def test_sigint_saves_and_exits_130(tmp_path: Path) -> None:
     while time.time() < deadline and len(runs.read_metrics(out / runs.METRICS)) < 3:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     assert (out / runs.CHECKPOINT).is_file() and (out / runs.PLOT).is_file()

@@ -58,7 +58,7 @@ def test_compare_outputs_and_resume(tmp_path: Path) -> None:
         str(out),
         *TINY,
     ]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "4 run(s) done, 0 skipped" in proc.stdout
 
