@@ -91,6 +91,16 @@ class BongDQNConfig:
     most 2N² on DeepSea — instead of O(replay size), and the ring replay only has to hold the transitions since
     the previous sample (a smaller ``buffer_size`` suffices). With ``posterior_params="head"`` the body's
     features of the merged transitions are computed once and cached (the body is fixed)."""
+    rto_clip: float = 0.0
+    """With ``rto_merge``: clip the sample's own bootstrap max_a' Q_θ̃(s', a') to [−rto_clip, rto_clip] in the
+    sweeps (0 = no clip): a guard on the value scale. It did not cure the divergence seen on DeepSea with 1024
+    features (``rto_cg`` did); the DeepSea preset keeps it at 10 as a bound."""
+    rto_cg: int = 0
+    """With ``rto_merge`` and ``posterior_params="head"``: each sweep (targets fixed at the current sample) solves
+    its quadratic with this many conjugate-gradient iterations preconditioned by the BONG covariance, instead of
+    one full preconditioned step (0). The step alone is exact only when the covariance is the exact inverse
+    precision; in float32 with ~10⁵ spread between prior and data precisions it is not (seen on DeepSea with 1024
+    features: the step diverged), while PCG with any SPD preconditioner decreases the sweep's objective."""
     posterior_params: str = "all"
     """"all" weights, or "head" (the last Linear layer; the body stays at its random initialisation)."""
     num_envs: int = 1
@@ -127,6 +137,10 @@ class BongDQNConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.rto_step <= 1.0:
             raise ValueError(f"rto_step must be in (0, 1], got {self.rto_step}")
+        if self.rto_cg < 0:
+            raise ValueError(f"rto_cg must be >= 0, got {self.rto_cg}")
+        if not self.rto_clip >= 0.0:
+            raise ValueError(f"rto_clip must be >= 0, got {self.rto_clip}")
         for name in ("learning_starts", "replay_every", "every", "decay_steps", "rto_sweeps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -492,19 +506,47 @@ class BongDQN(PosteriorValueAgent):
         act, obs, nxt = store["act"], store["obs"], store["next_obs"]
         theta = self._rto_prev if getattr(self, "_rto_prev", None) is not None else est.mean.clone()
         A = self.num_actions
+        c = cfg.rto_clip
+
+        def clip(v: Tensor) -> Tensor:
+            return v.clamp(-c, c) if c > 0 else v
+
+        def jv(v: Tensor) -> Tensor:  # J v: the head's Q(s_j, a_j) at parameters v
+            return torch.addmm(v[P - A :], store["phi"], v[: P - A].view(A, -1).T).gather(1, act.unsqueeze(1))[:, 0]
+
+        def jt(w: Tensor) -> Tensor:  # Jᵀ w
+            gW = torch.zeros(A, P // A - 1, dtype=w.dtype, device=w.device).index_add_(
+                0, act, w.unsqueeze(1) * store["phi"])
+            return torch.cat([gW.reshape(-1), torch.zeros(A, dtype=w.dtype, device=w.device).index_add_(0, act, w)])
+
+        def pcg(theta: Tensor, r: Tensor) -> Tensor:
+            z = est.family.precondition(est.state, r)
+            d, rz = z, r @ z
+            for _ in range(cfg.rto_cg):
+                Ad = d / prior_std**2 + jt(count * jv(d)) / s2
+                dAd = d @ Ad
+                if not bool(dAd > 0):
+                    break
+                alpha = rz / dAd
+                theta, r = theta + alpha * d, r - alpha * Ad
+                z = est.family.precondition(est.state, r)
+                rz_new = r @ z
+                d, rz = z + (rz_new / rz) * d, rz_new
+            return theta
+
         for _ in range(cfg.rto_sweeps):
             if store["features"] is not None:  # linear head on cached features: closed-form gradient
                 phi, phin = store["phi"], store["phi_next"]
                 W, b = theta[: P - A].view(A, -1), theta[P - A :]
-                y = rbar + cont * torch.addmm(b, phin, W.T).max(-1).values
+                y = rbar + cont * clip(torch.addmm(b, phin, W.T).max(-1).values)
                 q = torch.addmm(b, phi, W.T).gather(1, act.unsqueeze(1)).squeeze(1)
-                res = count * (y - q) / s2
-                gW = torch.zeros_like(W).index_add_(0, act, res.unsqueeze(1) * phi)
-                gb = torch.zeros_like(b).index_add_(0, act, res)
-                grad_lik = torch.cat([gW.reshape(-1), gb])
+                grad_lik = jt(count * (y - q) / s2)
+                if cfg.rto_cg > 0:  # PCG on Λθ = Σ₀⁻¹ anchor + Jᵀ(c·y)/σ², Λ = Σ₀⁻¹ + JᵀCJ/σ², from θ
+                    theta = pcg(theta, grad_lik + (anchor - theta) / prior_std**2)
+                    continue
             else:
                 with torch.no_grad():
-                    y = rbar + cont * est._call(theta, nxt).max(-1).values
+                    y = rbar + cont * clip(est._call(theta, nxt).max(-1).values)
                 th = theta.detach().requires_grad_(True)
                 with torch.enable_grad():
                     q = est._call(th, obs).gather(1, act.unsqueeze(1)).squeeze(1)
