@@ -13,6 +13,8 @@ import math
 
 import pytest
 import torch
+from _helpers import assert_state_equal as _assert_state_equal
+from _helpers import clone_state as _clone
 from torch import nn
 
 from bongrl import registry
@@ -22,16 +24,6 @@ F64 = torch.float64
 FAMILIES = registry.available("posterior")
 BUILTIN = ("full", "diag", "dlr")
 
-
-def _clone(state):
-    return {k: v.clone() for k, v in state.items()}
-
-
-def _assert_state_equal(a, b) -> None:
-    """Bit-identical: same keys and torch.equal on every tensor."""
-    assert set(a) == set(b)
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"state entry {k!r} changed"
 
 
 def _blr_data(N: int, P: int, seed: int = 0, sigma: float = 0.3):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import assert_state_equal as _assert_state_equal
+from _helpers import clone_state as _clone
 from torch import nn
 
 from bongrl import registry
@@ -20,15 +22,6 @@ F64 = torch.float64
 SHAPES = [("l1.weight", (3, 2)), ("l1.bias", (3,)), ("scale", (2,)), ("l2.weight", (2, 3))]
 P = 17
 
-
-def _clone(state):
-    return {k: v.clone() for k, v in state.items()}
-
-
-def _assert_state_equal(a, b) -> None:
-    assert set(a) == set(b)
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"state entry {k!r} changed"
 
 
 def _family(**kw) -> KroneckerFactored:

@@ -10,6 +10,8 @@ import time
 
 import pytest
 import torch
+from _helpers import assert_state_equal as _assert_state_equal
+from _helpers import clone_state as _clone
 
 from bongrl import registry
 from bongrl.posteriors.base import PosteriorFamily, whiten_lin
@@ -21,16 +23,6 @@ FAMILIES = registry.available("posterior")
 def _family(name: str, rank: int = 3) -> PosteriorFamily:
     return registry.create_posterior(name, rank=rank)
 
-
-def _clone(state):
-    return {k: v.clone() for k, v in state.items()}
-
-
-def _assert_state_equal(a, b) -> None:
-    """Bit-identical: same keys and torch.equal on every tensor."""
-    assert set(a) == set(b)
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"state entry {k!r} changed"
 
 
 def _random_state(fam: PosteriorFamily, P: int, seed: int = 0, dtype=F64):
@@ -399,9 +391,9 @@ def test_family_float32_roundtrip(name):
 
 
 def test_dlr_float32_update_with_tiny_columns_stays_finite() -> None:
-    """Regression: a float32 softmax-head update (scripts/finetune_head.py, seed 0, update 19) appends columns of
-    norm ~1e-11..1e-21 beside O(1) factors; float32 LAPACK eigh of that Gram matrix returned NaN eigenvectors and the
-    update was rejected. The family now decomposes the small Gram matrix in float64."""
+    """Regression: a float32 softmax-head update (scripts/finetune_head.py, seed 0, update 19) appends columns
+    of norm ~1e-11..1e-21 beside O(1) factors; float32 LAPACK eigh of that Gram matrix returned NaN
+    eigenvectors and the update was rejected. The family now decomposes the small Gram matrix in float64."""
     from pathlib import Path
 
     from safetensors.torch import load_file
