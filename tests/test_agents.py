@@ -163,7 +163,8 @@ def test_thompson_bandit_linear_full_is_exact_bayesian_linear_regression() -> No
 def test_thompson_bandit_multi_armed_learns_and_roundtrips(tmp_path) -> None:
     agent = ThompsonBandit(5, 0, posterior="full", seed=0, device="cpu", prior_mean="zero", obs_std=0.5)
     agent.learn("bongrl/BernoulliBandit-v0", 300)
-    assert agent.num_rounds == 300 and agent.cumulative_regret < 0.7 * 300 * 0.2  # uniform: 0.2 regret/round; TS ≈ 0.5x at 300 rounds
+    # uniform pays 0.2 regret per round; Thompson sampling is at about half of that after 300 rounds
+    assert agent.num_rounds == 300 and agent.cumulative_regret < 0.7 * 300 * 0.2
     path = agent.save(tmp_path / "b.safetensors")
     loaded = ThompsonBandit.load(path, device="cpu")
     assert torch.equal(loaded.est.mean, agent.est.mean) and loaded.cumulative_regret == agent.cumulative_regret

@@ -23,7 +23,9 @@ __all__ = ["PosteriorValueAgent", "mlp", "config_from_kwargs", "DTYPES"]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def mlp(in_dim: int, hidden: tuple[int, ...] | list[int], out_dim: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden: tuple[int, ...] | list[int], out_dim: int, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
     """in → hidden... → out with ``activation`` between layers; the last Linear is named ``head``."""
     layers: list[tuple[str, nn.Module]] = []
     d = in_dim

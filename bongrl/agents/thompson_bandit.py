@@ -269,7 +269,8 @@ class ThompsonBandit(PosteriorValueAgent):
         meta = {"class": "ThompsonBandit", "version": __version__, "n_arms": self.n_arms,
                 "context_dim": self.context_dim, "model": self.model_kind, "posterior": self.posterior_name,
                 "exploration": self.exploration_name, "seed": self.seed,
-                "config": dataclasses.asdict(self.config), "num_rounds": self.num_rounds, "cumulative_regret": self.cumulative_regret}
+                "config": dataclasses.asdict(self.config), "num_rounds": self.num_rounds,
+                "cumulative_regret": self.cumulative_regret}
         rng = getattr(getattr(self._env, "unwrapped", None), "_np_random", None)
         if rng is not None:  # the env's random stream after the last round (JSON: bit-generator state)
             meta["env_rng"] = rng.bit_generator.state
