@@ -12,8 +12,8 @@ Agents: ``bongdqn`` (its preset, :func:`bongrl.presets.get`), ``dqn`` / ``ppo`` 
 
 Layout of the output directory::
 
-    DIR/runs/<agent>-s<seed>/curve.csv     one row per evaluation of that run
-    DIR/runs/<agent>-s<seed>/result.json   written last: marks the run complete (resume skips it when its
+    DIR/per_run/<agent>-s<seed>/curve.csv    one row per evaluation of that run
+    DIR/per_run/<agent>-s<seed>/result.json  written last: marks the run complete (resume skips it when its
                                            settings match) and holds its settings and summary numbers
     DIR/compare.csv                        agent, seed, step, eval_mean, eval_std, wall_s, env_steps_per_s
     DIR/summary.md / summary.json          per agent: final eval, steps to the reward threshold, AUC, steps/s
@@ -29,6 +29,7 @@ import copy
 import csv
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ __all__ = ["AGENTS", "CompareError", "aggregate", "plan", "run_compare"]
 AGENTS = ("bongdqn", "dqn", "qrdqn", "ppo")
 COLUMNS = ["agent", "seed", "step", "eval_mean", "eval_std", "wall_s", "env_steps_per_s"]
 RESULT = "result.json"
+RUNS = "per_run"  # not "runs/": that name is git-ignored (bongrl train's run directories)
 CURVE = "curve.csv"
 DEEPSEA = "bongrl/DeepSea-v0"
 SOLVE_RATIO = 0.9
@@ -187,7 +189,7 @@ def plan(
 
 
 def run_dir(out: Path, agent: str, seed: int) -> Path:
-    return Path(out) / "runs" / f"{agent}-s{seed}"
+    return Path(out) / RUNS / f"{agent}-s{seed}"
 
 
 def _signature(task: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +209,24 @@ def is_complete(out: Path, task: dict[str, Any]) -> bool:
         return runs.read_json(path).get("task") == _signature(task)
     except (OSError, ValueError):
         return False
+
+
+def _changed_settings(out: Path, task: dict[str, Any]) -> str:
+    """Which settings of a finished run in ``out`` differ from ``task`` ('' when none finished)."""
+    from bongrl import runs
+
+    path = run_dir(out, task["agent"], task["seed"]) / RESULT
+    try:
+        old = runs.read_json(path)["task"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    new = _signature(task)
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if "hyperparameters" in keys:
+        oh, nh = old.get("hyperparameters") or {}, new.get("hyperparameters") or {}
+        keys.remove("hyperparameters")
+        keys += [f"hyperparameters.{k}" for k in sorted(set(oh) | set(nh)) if oh.get(k) != nh.get(k)]
+    return ", ".join(keys)
 
 
 # ------------------------------------------------------------------------------------------- one run
@@ -354,9 +374,13 @@ def run_one(
     torch.set_num_threads(1)
     signature = _signature(task)  # before training: nothing the agent does to its settings can leak in
     task = copy.deepcopy(task)
-    folder = run_dir(Path(out), task["agent"], task["seed"])
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RESULT).unlink(missing_ok=True)
+    final_dir = run_dir(Path(out), task["agent"], task["seed"])
+    # Work in a scratch folder and swap it in when complete: an interrupted rerun (e.g. after a preset changed)
+    # leaves the earlier finished run untouched.
+    folder = final_dir.with_name(final_dir.name + ".partial")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     rec = _Recorder(task, report or (lambda step: None))
     trainer = _train_bongdqn if task["agent"] == "bongdqn" else _train_sb3
     final_steps = trainer(task, rec)
@@ -381,6 +405,9 @@ def run_one(
         "versions": runs.versions(),
     }
     runs.write_json(folder / RESULT, result)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.replace(folder, final_dir)
     return result
 
 
@@ -466,6 +493,11 @@ def run_compare(
     skipped = [f"{t['agent']}-s{t['seed']}" for t in tasks if t not in pending]
     if skipped:
         _say(quiet, f"resume: {len(skipped)} finished run(s) in {out} skipped ({', '.join(skipped)})")
+    for t in pending:
+        changed = _changed_settings(out, t)
+        if changed:
+            _say(quiet, f"{t['agent']}-s{t['seed']}: finished earlier with other settings ({changed}); rerunning "
+                 "(the earlier run is replaced only when the new one completes)")
     _say(quiet, f"compare {env_id} {steps} steps: {len(pending)} run(s) to do, {jobs} at a time -> {out}")
     failed: list[tuple[str, str]] = []
     ran: list[str] = []
@@ -612,7 +644,9 @@ def aggregate(
 
     out = Path(out)
     collected: dict[str, list[tuple[int, dict[str, Any], list[dict[str, float]]]]] = {}
-    for res_path in sorted((out / "runs").glob(f"*/{RESULT}")):
+    for res_path in sorted((out / RUNS).glob(f"*/{RESULT}")):
+        if res_path.parent.name.endswith(".partial"):
+            continue
         try:
             res = runs.read_json(res_path)
             task = res["task"]

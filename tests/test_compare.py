@@ -89,7 +89,7 @@ def test_compare_outputs_and_resume(tmp_path: Path) -> None:
     assert data["agents"]["bongdqn"]["never_reached"] in (0, 1, 2)
 
     # the same command again: every run is complete, nothing is retrained (results untouched)
-    markers = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    markers = {p: p.stat().st_mtime_ns for p in out.glob("per_run/*/result.json")}
     assert len(markers) == 4
     again = compare.run_compare(
         "CartPole-v1",
@@ -111,10 +111,10 @@ def test_compare_outputs_and_resume(tmp_path: Path) -> None:
         },
     )
     assert again["ran"] == [] and len(again["skipped"]) == 4
-    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == markers
+    assert {p: p.stat().st_mtime_ns for p in out.glob("per_run/*/result.json")} == markers
 
     # a half-finished comparison: remove one run's completion marker; only that run is redone
-    (out / "runs" / "dqn-s1" / "result.json").unlink()
+    (out / "per_run" / "dqn-s1" / "result.json").unlink()
     part = compare.run_compare(
         "CartPole-v1",
         600,
@@ -136,6 +136,12 @@ def test_compare_outputs_and_resume(tmp_path: Path) -> None:
     )
     assert part["ran"] == ["dqn-s1"] and len(part["skipped"]) == 3
     assert len(_rows(out / "compare.csv")) == len(rows)
+    assert not list(out.glob("per_run/*.partial"))
+
+    # changed settings: that run is redone; its finished predecessor is kept until the new one completes
+    assert "hyperparameters.hidden" in compare._changed_settings(
+        out, {**compare.plan("CartPole-v1", 600, 2, ["bongdqn"], 300, 1)[0][0]}
+    )
 
 
 def test_bad_agent_name_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
