@@ -186,7 +186,7 @@ def bench_rto(size: int, replay_sizes: list[int], repeats: int = 3) -> list[dict
                 while not done:
                     a = int(rng.integers(2))
                     nxt, r, done, _, _ = base.step(a)
-                    t = lambda x: torch.as_tensor(np.asarray(x), dtype=agent.dtype).unsqueeze(0)  # noqa: E731
+                    t = lambda x: torch.as_tensor(np.asarray(x), dtype=agent.dtype).unsqueeze(0)  # noqa: E731, B023
                     agent._replay_add(t(obs), torch.tensor([a]), t(r), t(nxt), t(float(done)))
                     agent.num_timesteps += 1
                     filled += 1
