@@ -417,6 +417,7 @@ def _finish(out: Path) -> None:
 
 def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int:
     from bongrl.agents.bong_dqn import BongDQN
+    from bongrl.envs.wrappers import eval_seed as _eval_seed
     from bongrl.envs.wrappers import evaluate, make_env
 
     ckpt = out / runs.CHECKPOINT
@@ -436,7 +437,7 @@ def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int
             **run["hyperparameters"],
         )
     eval_env = make_env(run["env"])
-    eval_seed = 10_000 + 1_000 * int(run["seed"])
+    eval_seed = _eval_seed(run["seed"])
     every_eval, every_ckpt = run["eval_every"], run.get("checkpoint_every") or run["eval_every"]
     state = {
         "next_eval": _next_multiple(agent.num_timesteps, every_eval),

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from bongrl.envs.wrappers import eval_seed
+
 __all__ = ["AGENTS", "CompareError", "aggregate", "plan", "run_compare"]
 
 AGENTS = ("bongdqn", "dqn", "qrdqn", "ppo")
@@ -51,11 +53,6 @@ SOLVE_RATIO = 0.9
 
 class CompareError(ValueError):
     """Bad compare settings (the CLI reports it on one line and exits 2)."""
-
-
-def eval_seed(seed: int) -> int:
-    """First episode seed of seed ``seed``'s evaluations (as in ``bongrl train``)."""
-    return 10_000 + 1_000 * int(seed)
 
 
 # ------------------------------------------------------------------------------------------- planning

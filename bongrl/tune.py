@@ -186,6 +186,7 @@ def train_trial(
     eval returns True to stop early (pruned). Returns ``{"evals": [(step, mean), ...], "pruned": bool,
     "final": mean, "auc": mean of the eval means, "steps": trained}``."""
     from bongrl.agents.bong_dqn import BongDQN
+    from bongrl.envs.wrappers import eval_seed as _eval_seed
     from bongrl.envs.wrappers import evaluate, make_env
 
     agent = BongDQN(
@@ -197,7 +198,7 @@ def train_trial(
         **hyper,
     )
     eval_env = make_env(setup["env"])
-    eval_seed = 10_000 + 1_000 * int(setup["seed"])  # as `bongrl train`
+    eval_seed = _eval_seed(setup["seed"])  # as `bongrl train`
     evals: list[tuple[int, float]] = []
     state = {"pruned": False}
 

@@ -98,3 +98,10 @@ def evaluate(
         lengths.append(length)
     arr = np.asarray(returns)
     return {"mean": float(arr.mean()), "std": float(arr.std()), "returns": returns, "lengths": lengths}
+
+
+def eval_seed(seed: int) -> int:
+    """First episode seed of the periodic evaluations of a run seeded ``seed``: episode i uses eval_seed + i.
+
+    One protocol for ``bongrl train``, ``compare`` and ``tune``, so their evaluation numbers are comparable."""
+    return 10_000 + 1_000 * int(seed)
