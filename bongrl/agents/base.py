@@ -18,7 +18,7 @@ from bongrl.bong import BONG
 from bongrl.device import resolve_device
 from bongrl.exploration.base import ExplorationRule
 
-__all__ = ["PosteriorValueAgent", "mlp", "config_from_kwargs", "DTYPES"]
+__all__ = ["PosteriorValueAgent", "ExplorationSettings", "mlp", "config_from_kwargs", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -34,6 +34,26 @@ def mlp(
         d = h
     layers.append(("head", nn.Linear(d, out_dim)))
     return nn.Sequential(OrderedDict(layers))
+
+
+@dataclasses.dataclass
+class ExplorationSettings:
+    """Hyperparameters of the built-in exploration rules, shared by every agent config (each rule takes the ones
+    its constructor names; see :func:`bongrl.registry.create`)."""
+
+    every: int = 0
+    """Thompson: resample every k steps (0 = once per episode, 1 = every step)."""
+    beta: float = 1.0
+    """UCB: optimism coefficient."""
+    eps_start: float = 0.1
+    """ε-greedy: initial ε."""
+    eps_end: float = 0.01
+    """ε-greedy: final ε."""
+    decay_steps: int = 10_000
+    """ε-greedy: steps of linear decay."""
+
+    def exploration_options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ExplorationSettings)}
 
 
 def config_from_kwargs(cls: type, kwargs: dict[str, Any], owner: str) -> Any:

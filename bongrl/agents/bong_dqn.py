@@ -28,7 +28,7 @@ from torch import Tensor
 
 from bongrl import __version__
 from bongrl.agents import rto as _rto
-from bongrl.agents.base import DTYPES, PosteriorValueAgent, config_from_kwargs, mlp
+from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs, mlp
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bongrl.envs.recorder import EpisodeRecorder
 
@@ -38,7 +38,7 @@ Callback = Callable[["BongDQN", dict[str, Any]], "bool | None"]
 
 
 @dataclass
-class BongDQNConfig:
+class BongDQNConfig(ExplorationSettings):
     """Hyperparameters of :class:`BongDQN` (each can be set as a keyword or with ``--set key=value``)."""
 
     hidden: list[int] = field(default_factory=lambda: [64, 64])
@@ -106,16 +106,6 @@ class BongDQNConfig:
     """"all" weights, or "head" (the last Linear layer; the body stays at its random initialisation)."""
     num_envs: int = 1
     """Vectorised environments (each step gives ``num_envs`` transitions in one batched update)."""
-    every: int = 0
-    """Thompson: resample every k steps (0 = once per episode, 1 = every step)."""
-    beta: float = 1.0
-    """UCB: optimism coefficient."""
-    eps_start: float = 0.1
-    """ε-greedy: initial ε."""
-    eps_end: float = 0.01
-    """ε-greedy: final ε."""
-    decay_steps: int = 10_000
-    """ε-greedy: steps of linear decay."""
     dtype: str = "float32"
     """"float32" or "float64"."""
 
@@ -150,8 +140,6 @@ class BongDQNConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
-    def exploration_options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("every", "beta", "eps_start", "eps_end", "decay_steps")}
 
 
 def _make_vec_env(env: Any, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, str | None]:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from bongrl import __version__
-from bongrl.agents.base import DTYPES, PosteriorValueAgent, config_from_kwargs, mlp
+from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs, mlp
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["ThompsonBandit", "ThompsonBanditConfig", "ArmMeans"]
@@ -40,7 +40,7 @@ class ArmMeans(nn.Module):
 
 
 @dataclass
-class ThompsonBanditConfig:
+class ThompsonBanditConfig(ExplorationSettings):
     """Hyperparameters of :class:`ThompsonBandit`."""
 
     hidden: list[int] = field(default_factory=lambda: [50])
@@ -64,13 +64,9 @@ class ThompsonBanditConfig:
     1 = stationary bandit."""
     process_noise: float = 0.0
     """Process noise q of the predict step."""
-    every: int = 0
-    """Thompson: 0 resamples every round (each round is an episode)."""
-    beta: float = 1.0
-    """UCB optimism."""
-    eps_start: float = 0.1
-    eps_end: float = 0.01
     decay_steps: int = 1_000
+    """ε-greedy: rounds of linear decay (Thompson's default ``every=0`` resamples every round: a round is an
+    episode)."""
     dtype: str = "float32"
 
     def validate(self) -> None:
@@ -86,8 +82,6 @@ class ThompsonBanditConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
-    def exploration_options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("every", "beta", "eps_start", "eps_end", "decay_steps")}
 
 
 class ThompsonBandit(PosteriorValueAgent):
