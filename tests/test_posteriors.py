@@ -408,3 +408,18 @@ def test_dlr_float32_update_with_tiny_columns_stays_finite() -> None:
     # the precision's diagonal is preserved exactly by the truncation (up to float32 round-off)
     old_diag = state["ups"] + (state["W"] ** 2).sum(1) + (case["A"] ** 2).sum(1)
     assert torch.allclose(new["ups"] + (new["W"] ** 2).sum(1), old_diag, rtol=1e-5)
+
+
+def test_full_cholesky_cache_follows_the_covariance() -> None:
+    """`full` caches chol(Σ) between draws from the same Σ; a new state or an in-place change must not reuse it
+    (exact: the same noise must map through the current Σ's factor)."""
+    fam = registry.create_posterior("full")
+    P = 4
+    state = fam.init(torch.zeros(P, dtype=torch.float64), torch.ones(P, dtype=torch.float64))
+    z = torch.eye(P, dtype=torch.float64)
+    assert torch.allclose(fam.sample_from_noise(state, z), z)
+    new = fam.update(state, torch.ones(P, 1, dtype=torch.float64), torch.zeros(P, dtype=torch.float64))
+    T = fam.sample_from_noise(new, z)
+    assert torch.allclose(T.T @ T, new["cov"], atol=1e-12)
+    state["cov"].mul_(4.0)  # in place: the version counter invalidates the cached factor
+    assert torch.allclose(fam.sample_from_noise(state, z), 2.0 * z)
