@@ -37,13 +37,25 @@ def _rto_sample(self) -> Tensor:
     for _ in range(cfg.rto_sweeps):
         with torch.no_grad():
             y = rew + noise + cfg.gamma * (1.0 - term) * est._call(theta, nxt).max(-1).values
-        th = theta.detach().requires_grad_(True)
-        with torch.enable_grad():
-            q = est._call(th, obs).gather(1, act.unsqueeze(1)).squeeze(1)
-            loglik = -0.5 * ((y - q) ** 2).sum() / cfg.obs_std**2
-            (grad_lik,) = torch.autograd.grad(loglik, th)
+        grad_lik = _loglik_grad(est, theta, obs, act, y, None, cfg.obs_std**2)
         grad = grad_lik + (anchor - theta) / prior_std**2
         theta = theta + cfg.rto_step * est.family.precondition(est.state, grad)
+    return _keep(self, theta)
+
+
+def _loglik_grad(est: Any, theta: Tensor, obs: Tensor, act: Tensor, y: Tensor, count: Tensor | None,
+                 s2: float) -> Tensor:
+    """∇_θ of −½ Σ_j c_j (y_j − Q_θ(s_j, a_j))² / σ² (c_j = 1 without counts), by autograd."""
+    th = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        q = est._call(th, obs).gather(1, act.unsqueeze(1)).squeeze(1)
+        sq = (y - q) ** 2 if count is None else count * (y - q) ** 2
+        (grad_lik,) = torch.autograd.grad(-0.5 * sq.sum() / s2, th)
+    return grad_lik
+
+
+def _keep(self: Any, theta: Tensor) -> Tensor:
+    """Reject a diverged sample; otherwise keep it as the next sample's warm start."""
     if not bool(torch.isfinite(theta).all()):
         raise FloatingPointError("randomise-then-optimise sample diverged (non-finite); lower rto_step")
     self._rto_prev = theta.detach().clone()
@@ -156,14 +168,7 @@ def _rto_sample_merged(self) -> Tensor:
         else:
             with torch.no_grad():
                 y = rbar + cont * clip(est._call(theta, nxt).max(-1).values)
-            th = theta.detach().requires_grad_(True)
-            with torch.enable_grad():
-                q = est._call(th, obs).gather(1, act.unsqueeze(1)).squeeze(1)
-                loglik = -0.5 * (count * (y - q) ** 2).sum() / s2
-                (grad_lik,) = torch.autograd.grad(loglik, th)
+            grad_lik = _loglik_grad(est, theta, obs, act, y, count, s2)
         grad = grad_lik + (anchor - theta) / prior_std**2
         theta = theta + cfg.rto_step * est.family.precondition(est.state, grad)
-    if not bool(torch.isfinite(theta).all()):
-        raise FloatingPointError("randomise-then-optimise sample diverged (non-finite); lower rto_step")
-    self._rto_prev = theta.detach().clone()
-    return self._rto_prev
+    return _keep(self, theta)
