@@ -256,8 +256,17 @@ class BONG:
 
     def _lin_single(self, x: Tensor, y: Any, index: Any) -> tuple[Tensor, Tensor, Tensor]:
         """Fast path for one row (B = 1): f (1, C), J (1, C, P) and encoded y with one forward pass on a flat leaf
-        θ and C reverse passes through plain autograd (no vmap/jacrev dispatch). Same numbers as :meth:`jacobian`.
+        θ and C reverse passes through plain autograd (no vmap/jacrev dispatch), or the plain MLP's hand-written
+        backward pass. Same numbers as :meth:`jacobian`.
         """
+        fast = self._fast
+        if fast is not None and fast.manual:
+            idx = self._check_index(index, 1, fast.out_dim)
+            try:
+                f, J = fast.jacobian(self.mean, x, idx)
+            except (RuntimeError, IndexError, TypeError) as exc:
+                raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model: {exc}") from exc
+            return f, J, self._encode_y(y, 1, f.shape[1])
         theta = self.mean.detach().requires_grad_(True)
         try:
             with torch.enable_grad():

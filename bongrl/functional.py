@@ -54,7 +54,7 @@ def compile_mlp(
                 return None
             plan.append(("flatten", None))
         elif type(child) in _ELEMENTWISE and not list(child.parameters()):
-            plan.append(("act", _ELEMENTWISE[type(child)]))
+            plan.append(("act", type(child)))
         else:
             return None
     if not any(kind == "linear" for kind, _ in plan):
@@ -66,56 +66,157 @@ def compile_mlp(
     return CompiledMLP(plan, offsets, params, list(names))
 
 
+_DERIVATIVE_FROM_OUTPUT: dict[type[nn.Module], Callable[[Tensor], Tensor | None]] = {
+    # d act(z)/dz written with the activation's output h, so the backward pass needs no pre-activations
+    nn.ReLU: lambda h: (h > 0).to(h.dtype),
+    nn.Tanh: lambda h: 1.0 - h * h,
+    nn.Sigmoid: lambda h: h * (1.0 - h),
+    nn.Identity: lambda h: None,
+}
+
+
 class CompiledMLP:
-    """f(θ, x) for a plain MLP, plus per-row Jacobians by one batched backward pass (no vmap/jacrev)."""
+    """f(θ, x) for a plain MLP, plus per-row Jacobians by one hand-written backward pass (no autograd graph,
+    no vmap/jacrev) when every activation is ReLU/Tanh/Sigmoid/Identity, by one batched autograd pass otherwise."""
 
     def __init__(self, plan: list, offsets: dict, params: dict[str, Tensor], names: list[str]) -> None:
         self.plan, self.offsets, self.params, self.names = plan, offsets, params, names
         self.linear_names = [arg for kind, arg in plan if kind == "linear"]
+        # Per linear layer, where its weight and bias come from: ("chunk", i, shape) for the i-th block of θ in
+        # flat order, or the frozen parameter itself. Resolved once, so a forward pass is one split of θ,
+        # views and F.linear.
+        self._numels = [offsets[n][1] - offsets[n][0] for n in names]
+        index = {n: i for i, n in enumerate(names)}
+        self._sources = [
+            tuple(None if n is None else ("chunk", index[n], offsets[n][2]) if n in offsets else params[n] for n in arg)
+            for arg in self.linear_names
+        ]
+        last = self._sources[-1][0]
+        self.out_dim = int(last[2][0] if isinstance(last, tuple) else last.shape[0])
+        """Outputs per row (the last Linear's out_features)."""
+        # activation steps resolved to (function, derivative-from-output or None) in plan order; ``manual``: the
+        # Jacobian can be written by hand (no Flatten after the first Linear, every activation has a rule)
+        self._plan = [(kind, (_ELEMENTWISE[arg], _DERIVATIVE_FROM_OUTPUT.get(arg)) if kind == "act" else arg)
+                      for kind, arg in plan]
+        first_linear = next(i for i, (kind, _) in enumerate(plan) if kind == "linear")
+        self.manual = all(kind != "flatten" for kind, _ in plan[first_linear:]) and all(
+            arg in _DERIVATIVE_FROM_OUTPUT for kind, arg in plan if kind == "act"
+        )
 
-    def _get(self, theta: Tensor, name: str | None) -> Tensor | None:
-        if name is None:
-            return None
-        if name in self.offsets:
-            a, b, shape = self.offsets[name]
-            return theta[a:b].view(shape)
-        return self.params[name]
+    def _layers(self, theta: Tensor) -> list[tuple[Tensor, Tensor | None]]:
+        """(weight, bias) of every linear layer at θ of shape (P,) or (B, P) (then weights are (B, out, in))."""
+        chunks = theta.split(self._numels, dim=-1) if self._numels else ()
+        lead = theta.shape[:-1]
+
+        def take(src: tuple | Tensor | None) -> Tensor | None:
+            if isinstance(src, tuple):
+                return chunks[src[1]].view(*lead, *src[2])
+            return src
+
+        return [(take(w), take(b)) for w, b in self._sources]  # type: ignore[misc]
 
     def __call__(self, theta: Tensor, x: Tensor) -> Tensor:
-        for kind, arg in self.plan:
+        layers = iter(self._layers(theta))
+        for kind, arg in self._plan:
             if kind == "linear":
-                w, b = arg  # type: ignore[misc]
-                x = F.linear(x, self._get(theta, w), self._get(theta, b))
+                x = F.linear(x, *next(layers))
             elif kind == "flatten":
                 x = x.flatten(1)
             else:
-                x = arg(x)  # type: ignore[operator]
+                x = arg[0](x)
         return x
+
+    def rows(self, thetas: Tensor, x: Tensor) -> Tensor:
+        """Row b of x through the network at θ_b: thetas (B, P), x (B, ...) → (B, C). One batched matmul per
+        layer (θ_b's weights as a (B, out, in) stack) instead of vmap's per-call dispatch."""
+        if thetas.shape[0] == 1:
+            return self(thetas[0], x)
+        layers = iter(self._layers(thetas))
+        h = x
+        for kind, arg in self._plan:
+            if kind == "linear":
+                w, b = next(layers)
+                if w.ndim == 2:  # a frozen weight shared by every row
+                    h = F.linear(h, w)
+                else:
+                    h = torch.bmm(w, h.unsqueeze(2)).squeeze(2)
+                if b is not None:
+                    h = h + b
+            elif kind == "flatten":
+                h = h.flatten(1)
+            else:
+                h = arg[0](h)
+        return h
 
     def jacobian(self, theta: Tensor, x: Tensor, index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Outputs f (B, C) and per-row Jacobians ∂f_b/∂θ (B, C, P) (C = 1 with ``index``).
 
-        Rows are independent, so the gradient of Σ_b f_b with respect to each layer's pre-activation gives every
-        row's output sensitivity δ_b at once; the weight block of row b's Jacobian is δ_b a_bᵀ (a_b the layer
-        input), the bias block δ_b.
+        Rows are independent, so backpropagating a one-hot output seed through the whole batch gives every row's
+        sensitivity δ_b to each layer's pre-activation at once (δ_l = (δ_{l+1} W_{l+1}) ⊙ act'(z_l)); the weight
+        block of row b's Jacobian is δ_b a_bᵀ (a_b the layer input), the bias block δ_b.
         """
         theta = theta.detach()
+        if not self.manual:
+            return self._autograd_jacobian(theta, x, index)
+        layers = self._layers(theta)
+        inputs: list[Tensor] = []
+        slopes: list[list[Tensor]] = []  # per linear layer: act'(·) of the activations that follow it
+        h = x
+        it = iter(layers)
+        with torch.no_grad():
+            for kind, arg in self._plan:
+                if kind == "linear":
+                    inputs.append(h)
+                    h = F.linear(h, *next(it))
+                    slopes.append([])
+                elif kind == "flatten":
+                    h = h.flatten(1)
+                else:
+                    fn, slope = arg
+                    h = fn(h)
+                    d = slope(h) if slopes else None
+                    if d is not None:
+                        slopes[-1].append(d)
+            out = h.reshape(h.shape[0], -1)
+            B, C = out.shape
+            if index is not None:
+                seeds = [F.one_hot(index.reshape(-1), C).to(out.dtype)]
+                out = out.gather(1, index.reshape(-1, 1))
+            else:
+                eye = torch.eye(C, dtype=out.dtype, device=out.device)
+                seeds = [eye[c].expand(B, C) for c in range(C)]
+            rows = []
+            for seed in seeds:
+                deltas: list[Tensor] = [seed] * len(layers)
+                d = seed
+                for i in range(len(layers) - 1, -1, -1):
+                    for slope in slopes[i]:
+                        d = d * slope
+                    deltas[i] = d
+                    if i > 0:
+                        d = d @ layers[i][0]
+                rows.append(self._assemble(deltas, inputs))
+        return out, torch.stack(rows, dim=1)
+
+    def _autograd_jacobian(self, theta: Tensor, x: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:meth:`jacobian` for activations without a derivative-from-output rule: zero probes added to each
+        pre-activation, one autograd pass per output."""
         inputs: list[Tensor] = []
         probes: list[Tensor] = []
         h = x
+        layers = iter(self._layers(theta))
         with torch.enable_grad():
-            for kind, arg in self.plan:
+            for kind, arg in self._plan:
                 if kind == "linear":
-                    w, b = arg  # type: ignore[misc]
                     inputs.append(h.detach())
-                    z = F.linear(h, self._get(theta, w), self._get(theta, b))
+                    z = F.linear(h, *next(layers))
                     e = torch.zeros_like(z, requires_grad=True)
                     probes.append(e)
                     h = z + e
                 elif kind == "flatten":
                     h = h.flatten(1)
                 else:
-                    h = arg(h)  # type: ignore[operator]
+                    h = arg[0](h)
             out = h.reshape(h.shape[0], -1)
             if index is not None:
                 out = out.gather(1, index.reshape(-1, 1))
@@ -126,7 +227,7 @@ class CompiledMLP:
                 rows.append(self._assemble(deltas, inputs))
         return out.detach(), torch.stack(rows, dim=1)
 
-    def _assemble(self, deltas: tuple[Tensor, ...], inputs: list[Tensor]) -> Tensor:
+    def _assemble(self, deltas: tuple[Tensor, ...] | list[Tensor], inputs: list[Tensor]) -> Tensor:
         pieces: dict[str, Tensor] = {}
         for (w, b), d, a in zip(self.linear_names, deltas, inputs):
             if w in self.offsets:

@@ -124,6 +124,28 @@ def test_bongdqn_vector_env_batched_update() -> None:
     assert not torch.equal(before, agent.est.mean)
 
 
+def test_bongdqn_obs_normalize_bounds_rescales_inputs(tmp_path) -> None:
+    """obs_normalize="bounds" feeds the network (o − c)/h with c, h the Box's center and half-width: same seed, same
+    weights, so its greedy Q-values on o equal an unnormalised agent's on the rescaled o (exactly: the same
+    float ops). Infinite bounds pass through (CartPole's velocities); the setting survives save/load."""
+    plain = BongDQN("MountainCar-v0", seed=3, device="cpu", **SMALL)
+    scaled = BongDQN("MountainCar-v0", seed=3, device="cpu", obs_normalize="bounds", **SMALL)
+    obs = np.array([[-1.2, -0.07], [0.6, 0.07], [-0.3, 0.0]], dtype=np.float32)
+    unit = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])
+    assert torch.allclose(scaled._obs_tensor(obs, (2,)), unit, atol=1e-6)
+    assert torch.equal(scaled.q_values(scaled._obs_tensor(obs, (2,))), plain.q_values(scaled._obs_tensor(obs, (2,))))
+    cart = BongDQN("CartPole-v1", seed=0, device="cpu", obs_normalize="bounds", **SMALL)
+    o = np.array([2.4, 5.0, 0.20944, -3.0], dtype=np.float32)
+    seen = cart._obs_tensor(o, (4,))[0]
+    assert torch.allclose(seen, torch.tensor([0.5, 5.0, 0.5, -3.0]), atol=1e-4)  # x/4.8, θ/0.419; velocities as is
+    scaled.learn(50)
+    loaded = BongDQN.load(scaled.save(tmp_path / "a.safetensors"), device="cpu")
+    assert loaded.config.obs_normalize == "bounds"
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], scaled.predict(obs, deterministic=True)[0])
+    with pytest.raises(ValueError, match="obs_normalize"):
+        BongDQN("CartPole-v1", device="cpu", obs_normalize="zscore")
+
+
 def test_bongdqn_rejects_bad_config_and_env() -> None:
     with pytest.raises(ValueError, match="unknown BongDQN hyperparameter"):
         BongDQN("CartPole-v1", device="cpu", learning_rate=1e-3)

@@ -540,16 +540,19 @@ def test_index_selects_one_output():
 
 
 def test_compiled_mlp_jacobian_matches_vmap_jacrev() -> None:
-    """The plain-MLP fast path (one batched backward pass) equals torch.func's vmap(jacrev) exactly in float64:
-    both compute the same products, so the tolerance is a few ulps (1e-12)."""
+    """The plain-MLP fast path (hand-written backward pass; autograd probes for GELU) equals torch.func's
+    vmap(jacrev) in float64: both compute the same products, so the tolerance is a few ulps (1e-12)."""
     from bongrl.agents.base import mlp
 
     torch.manual_seed(3)
-    for names in (None, ["head.weight", "head.bias"]):
-        model = torch.nn.Sequential(torch.nn.Flatten(), *mlp(6, [5, 4], 3))
+    cases = [(names, act) for names in (None, ["head.weight", "head.bias"])
+             for act in (torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.GELU)]
+    for names, act in cases:
+        model = torch.nn.Sequential(torch.nn.Flatten(), *mlp(6, [5, 4], 3, activation=act))
         est = BONG(model, family="diag", params=None if names is None else ["3.weight", "3.bias"],
                    dtype=torch.float64, device="cpu")
         assert est._fast is not None
+        assert est._fast.manual == (act is not torch.nn.GELU)  # GELU: the autograd fallback
         x = torch.randn(7, 2, 3, dtype=torch.float64)
         idx = torch.randint(3, (7,))
         for index in (None, idx):
@@ -559,3 +562,24 @@ def test_compiled_mlp_jacobian_matches_vmap_jacrev() -> None:
             est._fast = fast
             assert torch.allclose(f_fast, f_ref, atol=1e-12)
             assert torch.allclose(J_fast, J_ref, atol=1e-12)
+
+
+def test_compiled_mlp_rows_match_vmap() -> None:
+    """``CompiledMLP.rows`` (row b through θ_b by batched matmuls, what per-env Thompson acting uses) equals
+    vmap over functional_call, for all weights and for a head-only layout with a frozen body (1e-12, float64:
+    the same products in another order)."""
+    from torch.func import functional_call, vmap
+
+    from bongrl.agents.base import mlp
+
+    torch.manual_seed(4)
+    for names in (None, ["3.weight", "3.bias"]):
+        model = torch.nn.Sequential(torch.nn.Flatten(), *mlp(6, [5, 4], 3)).double()
+        est = BONG(model, family="diag", params=names, dtype=torch.float64, device="cpu")
+        thetas = est.mean + 0.3 * torch.randn(5, est.num_params, dtype=torch.float64)
+        x = torch.randn(5, 2, 3, dtype=torch.float64)
+        got = est._fast.rows(thetas, x)
+        ref = vmap(lambda t, o: functional_call(model, est.flat.unflatten(t), (o.unsqueeze(0),))[0])(thetas, x)
+        assert got.shape == (5, 3)
+        assert torch.allclose(got, ref, atol=1e-12)
+        assert torch.allclose(est._fast.rows(thetas[:1], x[:1]), ref[:1], atol=1e-12)

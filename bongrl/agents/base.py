@@ -134,6 +134,8 @@ class PosteriorValueAgent:
                 return self.est._call(self.est.mean, obs)
             if theta.ndim == 1:
                 return self.est._call(theta, obs)
+            if self.est._fast is not None:  # plain MLP: batched matmuls, no vmap dispatch
+                return self.est._fast.rows(theta, obs).reshape(obs.shape[0], -1)
             return vmap(lambda t, o: self.est._call(t, o.unsqueeze(0))[0])(theta, obs)
 
     def q_std(self, obs: Tensor) -> Tensor:

@@ -63,10 +63,14 @@ class BongDQNConfig(ExplorationSettings):
     target_update: int = 500
     """Env steps between refreshes of the target network (a copy of the posterior mean)."""
     double_q: bool = True
+    """Double-DQN bootstrap: action from the mean network, value from the target network."""
     td_clip: float = 0.0
     """Clip the TD residual y − Q_μ(s, a) to ±td_clip before the update (0 = off): the BONG step then follows the
     Huber loss, as DQN does, which keeps rare huge TD errors from throwing the mean far."""
-    """Double-DQN bootstrap: action from the mean network, value from the target network."""
+    obs_normalize: str = "none"
+    """"none", or "bounds": map every observation dimension whose Box bounds are finite affinely onto [−1, 1]
+    (others pass through). A weight prior N(μ₀, σ₀²I) treats all inputs alike, so inputs on very different scales
+    (MountainCar's velocity spans ±0.07, its position 1.8) give a prior that ignores the small ones."""
     buffer_size: int = 50_000
     """Replay capacity (used when ``replay_every`` > 0)."""
     learning_starts: int = 1_000
@@ -135,6 +139,8 @@ class BongDQNConfig(ExplorationSettings):
         for name in ("learning_starts", "replay_every", "every", "decay_steps", "rto_sweeps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.obs_normalize not in ("none", "bounds"):
+            raise ValueError(f"obs_normalize must be 'none' or 'bounds', got {self.obs_normalize!r}")
         if self.posterior_params not in ("all", "head"):
             raise ValueError(f"posterior_params must be 'all' or 'head', got {self.posterior_params!r}")
         if self.dtype not in DTYPES:
@@ -167,6 +173,17 @@ def _make_vec_env(env: Any, num_envs: int, seed: int) -> tuple[gym.vector.Vector
         vec = gym.vector.SyncVectorEnv([lambda: EpisodeRecorder(env)], **same_step)
         return vec, (spec.id if spec is not None else None)
     raise ValueError(f"env must be a gymnasium env id, Env or VectorEnv, got {type(env).__name__}")
+
+
+def _bounds_affine(space: gym.spaces.Box) -> tuple[Tensor, Tensor]:
+    """(center, half-width) per dimension mapping finite Box bounds onto [−1, 1]; (0, 1) where a bound is infinite
+    or the range is degenerate or huge (≥ 1e6, i.e. effectively unbounded)."""
+    low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.isfinite(low) & np.isfinite(high) & (high - low > 0) & (high - low < 1e6)
+    low, high = np.where(ok, low, -1.0), np.where(ok, high, 1.0)
+    center, half = (high + low) / 2, (high - low) / 2
+    return torch.as_tensor(center), torch.as_tensor(half)
 
 
 class BongDQN(PosteriorValueAgent):
@@ -209,6 +226,10 @@ class BongDQN(PosteriorValueAgent):
             rank=cfg.rank, num_samples=cfg.num_samples,
             params=["head.weight", "head.bias"] if cfg.posterior_params == "head" else None,
         )
+        self._obs_affine = (
+            tuple(t.to(self.device, self.dtype) for t in _bounds_affine(obs_space))
+            if cfg.obs_normalize == "bounds" else None
+        )
         self.target_theta = self.est.mean.clone()
         self.num_timesteps = 0
         self.num_episodes = 0
@@ -222,6 +243,14 @@ class BongDQN(PosteriorValueAgent):
         #: Optional (A, g) -> (A, g) applied between computing and applying each BONG increment, e.g.
         #: :func:`bongrl.distributed.reduce_increment` so that every rank holds the same posterior.
         self.increment_reducer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+
+    def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:
+        """Validated observations as the network sees them (rescaled when ``obs_normalize="bounds"``)."""
+        t = super()._obs_tensor(obs, obs_shape, name)
+        if self._obs_affine is None:
+            return t
+        center, half = self._obs_affine
+        return (t - center) / half
 
     @staticmethod
     def _make_net(in_dim: int, hidden: list[int], n_actions: int, flatten: bool) -> torch.nn.Module:
