@@ -89,7 +89,7 @@ def sb3_dqn(steps: int, seed: int = 0) -> dict[str, Any]:
 
 
 COMPONENTS = {
-    # label: (substring of the file path, function name) whose cumulative time is reported
+    # label: (substring of the file path, function name or names) whose cumulative time is reported
     "BONG update: predict step (forgetting / process noise)": ("bongrl/bong.py", "predict_step"),
     "BONG update: increment (Jacobian + posterior increment)": ("bongrl/bong.py", "increment"),
     "BONG update: apply increment": ("bongrl/bong.py", "apply_increment"),
@@ -98,7 +98,7 @@ COMPONENTS = {
         "bongrl/agents/bong_dqn.py",
         "_replay_updates",
     ),
-    "finiteness checks (check_finite)": ("bongrl/posteriors", "check_finite"),
+    "finiteness checks (check_finite, check_all_finite)": ("bongrl/posteriors", ("check_finite", "check_all_finite")),
     "acting (exploration rule, incl. posterior samples)": ("bongrl/exploration", "act"),
     "episode starts (Thompson resampling)": ("bongrl/exploration", "on_episode_start"),
     "env step (gymnasium SyncVectorEnv)": ("gymnasium/vector/sync_vector_env.py", "step"),
@@ -126,7 +126,8 @@ def profile(steps: int, warmup: int, top: int) -> dict[str, Any]:
     total = max(v[3] for k, v in st.stats.items() if k[2] == "learn")  # cumulative time of learn()
     breakdown = {}
     for label, (path, fn) in COMPONENTS.items():
-        cum = sum(v[3] for k, v in st.stats.items() if path in k[0] and k[2] == fn)
+        names = fn if isinstance(fn, tuple) else (fn,)
+        cum = sum(v[3] for k, v in st.stats.items() if path in k[0] and k[2] in names)
         breakdown[label] = {"seconds": cum, "fraction": cum / total}
     rows = sorted(st.stats.items(), key=lambda kv: kv[1][3], reverse=True)
     top_cum = [

@@ -335,9 +335,10 @@ class BongDQN(PosteriorValueAgent):
         target = self.num_timesteps + int(total_timesteps)
         recent: list[float] = []
         stop = False
+        carried: Tensor | None = None  # last step's next-observation tensor, when no episode ended (= this obs)
         try:
             while self.num_timesteps < target and not stop:
-                obs_t = self._obs_tensor(self._obs, self.obs_shape)
+                obs_t = carried if carried is not None else self._obs_tensor(self._obs, self.obs_shape)
                 act_t = self.rule.act(self, obs_t, self.generator)
                 actions = act_t.cpu().numpy()
                 nxt, rew, term, trunc, info = self.env.step(actions)
@@ -347,10 +348,12 @@ class BongDQN(PosteriorValueAgent):
                 if done.any() and "final_obs" in info:
                     for i in np.nonzero(done)[0]:
                         real_next[i] = info["final_obs"][i]
-                rew_t = torch.as_tensor(np.asarray(rew, dtype=np.float64), device=self.device).to(self.dtype)
-                if not bool(torch.isfinite(rew_t).all()):
+                rew64 = np.asarray(rew, dtype=np.float64)
+                if not np.isfinite(rew64).all():
                     raise ValueError(f"environment returned a non-finite reward at step {self.num_timesteps}")
+                rew_t = torch.as_tensor(rew64, device=self.device).to(self.dtype)
                 next_t = self._obs_tensor(real_next, self.obs_shape, "environment observation")
+                carried = None if done.any() else next_t
                 term_t = torch.as_tensor(np.asarray(term, dtype=np.float64), device=self.device).to(self.dtype)
                 y = self._td_targets(rew_t, next_t, term_t)
                 self._bong_step(obs_t, act_t, y)
