@@ -103,15 +103,16 @@ class CompiledMLP:
             arg in _DERIVATIVE_FROM_OUTPUT for kind, arg in plan if kind == "act"
         )
 
-    def _layers(self, theta: Tensor) -> list[tuple[Tensor, Tensor | None]]:
-        """(weight, bias) of every linear layer at θ of shape (P,) or (B, P) (then weights are (B, out, in))."""
+    def _layers(self, theta: Tensor, frozen: bool = True) -> list[tuple[Tensor, Tensor | None]]:
+        """(weight, bias) of every linear layer at θ of shape (P,) or (B, P) (then weights are (B, out, in)).
+        ``frozen=False`` gives None for parameters outside θ (θ is then a tangent: theirs is zero)."""
         chunks = theta.split(self._numels, dim=-1) if self._numels else ()
         lead = theta.shape[:-1]
 
         def take(src: tuple | Tensor | None) -> Tensor | None:
             if isinstance(src, tuple):
                 return chunks[src[1]].view(*lead, *src[2])
-            return src
+            return src if frozen else None
 
         return [(take(w), take(b)) for w, b in self._sources]  # type: ignore[misc]
 
@@ -147,6 +148,32 @@ class CompiledMLP:
             else:
                 h = arg[0](h)
         return h
+
+    def jvp(self, theta: Tensor, tangent: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """f(θ, x) and the directional derivative J(x) v, by forward-mode propagation of the tangent v (needs
+        :attr:`manual`). ``tangent`` (P,) is one v for every row; (B, P) gives row b its own v_b."""
+        per_row = tangent.ndim == 2
+        layers, tangents = iter(self._layers(theta)), iter(self._layers(tangent, frozen=False))
+        h, dh = x, None
+        for kind, arg in self._plan:
+            if kind == "linear":
+                (w, b), (dw, db) = next(layers), next(tangents)
+                dz = None if dh is None else F.linear(dh, w)
+                if dw is not None:
+                    term = torch.bmm(dw, h.unsqueeze(2)).squeeze(2) if per_row else F.linear(h, dw)
+                    dz = term if dz is None else dz + term
+                if db is not None:
+                    dz = db if dz is None else dz + db
+                h, dh = F.linear(h, w, b), dz
+            elif kind == "flatten":
+                h = h.flatten(1)
+            else:
+                fn, slope = arg
+                h = fn(h)
+                d = slope(h) if dh is not None else None
+                if d is not None:
+                    dh = dh * d
+        return h, (torch.zeros_like(h) if dh is None else dh.expand_as(h))
 
     def jacobian(self, theta: Tensor, x: Tensor, index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Outputs f (B, C) and per-row Jacobians ∂f_b/∂θ (B, C, P) (C = 1 with ``index``).

@@ -146,6 +146,33 @@ def test_bongdqn_obs_normalize_bounds_rescales_inputs(tmp_path) -> None:
         BongDQN("CartPole-v1", device="cpu", obs_normalize="zscore")
 
 
+def test_bongdqn_linearized_thompson_samples(tmp_path) -> None:
+    """linearized_samples: a sample is a deviation ε ~ N(0, Σ) and acts through Q_μ(s) + J_μ(s) ε (checked against
+    the explicit Jacobian, one ε and one per row, fast path and the torch.func path, 1e-5 in float32); resampling,
+    learning and save/load keep working; RTO samples cannot be combined with it."""
+    agent = BongDQN("CartPole-v1", seed=2, device="cpu", linearized_samples=True, **SMALL)
+    agent.learn(120)
+    obs = torch.randn(3, 4)
+    eps = agent.sample_params(3)
+    assert eps.shape == (3, agent.est.num_params)
+    f, J = agent.est.jacobian(obs)
+    want = f + torch.einsum("bcp,bp->bc", J, eps)
+    assert torch.allclose(agent.q_values(obs, eps), want, atol=1e-5)
+    assert torch.allclose(agent.q_values(obs, eps[0]), f + torch.einsum("bcp,p->bc", J, eps[0]), atol=1e-5)
+    fast, agent.est._fast = agent.est._fast, None  # generic torch.func.jvp path
+    try:
+        assert torch.allclose(agent.q_values(obs, eps), want, atol=1e-5)
+    finally:
+        agent.est._fast = fast
+    big = agent.sample_params(4000)
+    assert big.mean(0).abs().max() < 5 * big.std(0).max() / 4000**0.5  # deviations are centred at 0
+    loaded = BongDQN.load(agent.save(tmp_path / "lin.safetensors"), device="cpu")
+    assert loaded.linearized_samples
+    assert torch.equal(loaded.rule.theta, agent.rule.theta)
+    with pytest.raises(ValueError, match="linearized_samples"):
+        BongDQN("CartPole-v1", device="cpu", linearized_samples=True, rto_sweeps=2)
+
+
 def test_bongdqn_rejects_bad_config_and_env() -> None:
     with pytest.raises(ValueError, match="unknown BongDQN hyperparameter"):
         BongDQN("CartPole-v1", device="cpu", learning_rate=1e-3)

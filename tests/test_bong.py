@@ -579,7 +579,36 @@ def test_compiled_mlp_rows_match_vmap() -> None:
         thetas = est.mean + 0.3 * torch.randn(5, est.num_params, dtype=torch.float64)
         x = torch.randn(5, 2, 3, dtype=torch.float64)
         got = est._fast.rows(thetas, x)
-        ref = vmap(lambda t, o: functional_call(model, est.flat.unflatten(t), (o.unsqueeze(0),))[0])(thetas, x)
+        def one(t: torch.Tensor, o: torch.Tensor, model=model, est=est) -> torch.Tensor:
+            return functional_call(model, est.flat.unflatten(t), (o.unsqueeze(0),))[0]
+
+        ref = vmap(one)(thetas, x)
         assert got.shape == (5, 3)
         assert torch.allclose(got, ref, atol=1e-12)
         assert torch.allclose(est._fast.rows(thetas[:1], x[:1]), ref[:1], atol=1e-12)
+
+
+def test_compiled_mlp_jvp_matches_torch_func() -> None:
+    """``CompiledMLP.jvp`` (hand-written forward mode) equals torch.func.jvp for one tangent and per-row tangents,
+    with all weights or only the head in θ (frozen body: zero tangent), to 1e-12 in float64."""
+    from torch.func import functional_call, jvp
+
+    from bongrl.agents.base import mlp
+
+    torch.manual_seed(5)
+    for names, act in ((None, torch.nn.ReLU), (["head.weight", "head.bias"], torch.nn.Tanh), (None, torch.nn.Sigmoid)):
+        model = mlp(3, [6, 5], 4, activation=act).double()
+        est = BONG(model, family="diag", params=names, dtype=torch.float64, device="cpu")
+        x = torch.randn(5, 3, dtype=torch.float64)
+        v = torch.randn(5, est.num_params, dtype=torch.float64)
+
+        def f(t: torch.Tensor, o: torch.Tensor, model=model, est=est) -> torch.Tensor:
+            return functional_call(model, est.flat.unflatten(t), (o,))
+
+        out, dout = est._fast.jvp(est.mean, v[0], x)
+        ref, dref = jvp(lambda t, x=x, f=f: f(t, x), (est.mean,), (v[0],))
+        assert torch.allclose(out, ref, atol=1e-12) and torch.allclose(dout, dref, atol=1e-12)
+        _, drows = est._fast.jvp(est.mean, v, x)
+        for b in range(5):
+            _, db = jvp(lambda t, b=b, x=x, f=f: f(t, x[b : b + 1]), (est.mean,), (v[b],))
+            assert torch.allclose(drows[b], db[0], atol=1e-12)

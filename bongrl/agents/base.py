@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import vmap
+from torch.func import jvp, vmap
 
 from bongrl import registry
 from bongrl.bong import BONG
@@ -104,6 +104,9 @@ class PosteriorValueAgent:
     num_actions: int
     est: BONG
     rule: ExplorationRule
+    #: Thompson samples in the linearised model (see ``BongDQNConfig.linearized_samples``): :meth:`sample_params`
+    #: returns deviations ε ~ N(0, Σ) and ``q_values(obs, ε)`` = Q_μ(obs) + J_μ(obs) ε at the current mean μ.
+    linearized_samples: bool = False
 
     def _build(
         self,
@@ -129,9 +132,12 @@ class PosteriorValueAgent:
 
     # ------------------------------------------------------------------ ValueModel
     def q_values(self, obs: Tensor, theta: Tensor | None = None) -> Tensor:
+        """Values (B, A) at the mean, or under a sample from :meth:`sample_params` ((P,) or one per row, (B, P))."""
         with torch.no_grad():
             if theta is None:
                 return self.est._call(self.est.mean, obs)
+            if self.linearized_samples:
+                return self._linearized_q(obs, theta)
             if theta.ndim == 1:
                 return self.est._call(theta, obs)
             if self.est._fast is not None:  # plain MLP: batched matmuls, no vmap dispatch
@@ -143,7 +149,25 @@ class PosteriorValueAgent:
         return var.sqrt()
 
     def sample_params(self, n: int) -> Tensor:
-        return self.est.sample(n)
+        """n posterior samples θ̃ ~ N(μ, Σ) (n, P); with ``linearized_samples`` the deviations θ̃ − μ."""
+        draws = self.est.sample(n)
+        return draws - self.est.mean if self.linearized_samples else draws
+
+    def _linearized_q(self, obs: Tensor, eps: Tensor) -> Tensor:
+        """Q_μ(s) + J_μ(s) ε by one forward-mode pass (torch.func.jvp): BONG-LIN's linearised model evaluated at a
+        posterior deviation ε (the NeuralTS-style Thompson sample); ε of shape (B, P) gives row b its own ε_b."""
+        mean, call, fast = self.est.mean, self.est._call, self.est._fast
+        if fast is not None and fast.manual:  # plain MLP: hand-written forward-mode pass
+            q, dq = fast.jvp(mean, eps, obs)
+            return (q + dq).reshape(obs.shape[0], -1)
+
+        def one(e: Tensor, o: Tensor) -> Tensor:
+            q, dq = jvp(lambda t: call(t, o), (mean,), (e,))
+            return q + dq
+
+        if eps.ndim == 1:
+            return one(eps, obs)
+        return vmap(lambda e, o: one(e, o.unsqueeze(0))[0])(eps, obs)
 
     # ------------------------------------------------------------------ helpers
     def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:

@@ -106,6 +106,12 @@ class BongDQNConfig(ExplorationSettings):
     one full preconditioned step (0). The step alone is exact only when the covariance is the exact inverse
     precision; in float32 with ~10⁵ spread between prior and data precisions it is not (seen on DeepSea with 1024
     features: the step diverged), while PCG with any SPD preconditioner decreases the sweep's objective."""
+    linearized_samples: bool = False
+    """Thompson samples in BONG-LIN's own linearised model (as NeuralTS does): a sample is a deviation ε ~ N(0, Σ),
+    drawn when the rule resamples, that acts through Q_μ(s) + J_μ(s) ε at the current mean μ — instead of the
+    network at weights μ + ε. With a broad weight prior (prior_std far above the init scale) weight-space draws
+    are networks whose values differ from the mean far beyond the linearised predictive std (MountainCar at 60k
+    steps: spread 30 vs 0.8), so every per-episode policy is close to random. Not with ``rto_sweeps``."""
     posterior_params: str = "all"
     """"all" weights, or "head" (the last Linear layer; the body stays at its random initialisation)."""
     num_envs: int = 1
@@ -141,6 +147,8 @@ class BongDQNConfig(ExplorationSettings):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.obs_normalize not in ("none", "bounds"):
             raise ValueError(f"obs_normalize must be 'none' or 'bounds', got {self.obs_normalize!r}")
+        if self.linearized_samples and self.rto_sweeps > 0:
+            raise ValueError("linearized_samples and rto_sweeps > 0 cannot be combined (RTO samples are weights)")
         if self.posterior_params not in ("all", "head"):
             raise ValueError(f"posterior_params must be 'all' or 'head', got {self.posterior_params!r}")
         if self.dtype not in DTYPES:
@@ -230,6 +238,7 @@ class BongDQN(PosteriorValueAgent):
             tuple(t.to(self.device, self.dtype) for t in _bounds_affine(obs_space))
             if cfg.obs_normalize == "bounds" else None
         )
+        self.linearized_samples = cfg.linearized_samples
         self.target_theta = self.est.mean.clone()
         self.num_timesteps = 0
         self.num_episodes = 0
@@ -284,7 +293,7 @@ class BongDQN(PosteriorValueAgent):
     def _td_targets(self, rew: Tensor, nxt: Tensor, term: Tensor) -> Tensor:
         cfg = self.config
         with torch.no_grad():
-            q_next_t = self.q_values(nxt, self.target_theta)
+            q_next_t = self.est._call(self.target_theta, nxt)
             if cfg.double_q:
                 a_star = self.q_values(nxt).argmax(-1, keepdim=True)
             else:
@@ -422,10 +431,11 @@ class BongDQN(PosteriorValueAgent):
 
     # ------------------------------------------------------------------ randomise-then-optimise samples
     def sample_params(self, n: int) -> Tensor:
-        """Posterior samples for the exploration rule: N(μ, Σ) draws, or randomise-then-optimise samples fitted
-        to the replay when ``rto_sweeps`` > 0 (see :class:`BongDQNConfig`)."""
+        """Posterior samples for the exploration rule: N(μ, Σ) draws (deviations from μ with
+        ``linearized_samples``), or randomise-then-optimise samples fitted to the replay when ``rto_sweeps`` > 0
+        (see :class:`BongDQNConfig`)."""
         if self.config.rto_sweeps == 0 or self._replay_size() == 0:
-            return self.est.sample(n)
+            return super().sample_params(n)
         return torch.stack([self._rto_sample() for _ in range(n)])
 
     # the sample construction lives in bongrl/agents/rto.py (bound here as methods)
