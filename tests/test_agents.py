@@ -173,6 +173,27 @@ def test_bongdqn_linearized_thompson_samples(tmp_path) -> None:
         BongDQN("CartPole-v1", device="cpu", linearized_samples=True, rto_sweeps=2)
 
 
+def test_bongdqn_polyak_eval_averages_the_mean_for_deterministic_actions(tmp_path) -> None:
+    """polyak_eval=τ: after each env step θ̄ ← (1−τ)θ̄ + τμ (checked against the same recursion over the recorded
+    means, 1e-6: float32 rounding); predict(deterministic=True) acts greedily on θ̄, not μ; save/load keeps θ̄."""
+    tau = 0.05
+    agent = BongDQN("CartPole-v1", seed=4, device="cpu", polyak_eval=tau, **SMALL)
+    want = agent.est.mean.clone().double()
+    for _ in range(60):
+        agent.learn(1)
+        want = (1 - tau) * want + tau * agent.est.mean.double()
+    assert torch.allclose(agent.avg_theta.double(), want, atol=1e-6)
+    assert not torch.equal(agent.avg_theta, agent.est.mean)
+    obs = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    on_avg = agent.est._call(agent.avg_theta, torch.as_tensor(obs)).argmax(-1).numpy()
+    assert np.array_equal(agent.predict(obs, deterministic=True)[0], on_avg)
+    loaded = BongDQN.load(agent.save(tmp_path / "p.safetensors"), device="cpu")
+    assert torch.equal(loaded.avg_theta, agent.avg_theta)
+    assert BongDQN("CartPole-v1", device="cpu", **SMALL).avg_theta is None
+    with pytest.raises(ValueError, match="polyak_eval"):
+        BongDQN("CartPole-v1", device="cpu", polyak_eval=1.0)
+
+
 def test_bongdqn_rejects_bad_config_and_env() -> None:
     with pytest.raises(ValueError, match="unknown BongDQN hyperparameter"):
         BongDQN("CartPole-v1", device="cpu", learning_rate=1e-3)

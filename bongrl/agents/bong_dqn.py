@@ -106,6 +106,11 @@ class BongDQNConfig(ExplorationSettings):
     one full preconditioned step (0). The step alone is exact only when the covariance is the exact inverse
     precision; in float32 with ~10⁵ spread between prior and data precisions it is not (seen on DeepSea with 1024
     features: the step diverged), while PCG with any SPD preconditioner decreases the sweep's objective."""
+    polyak_eval: float = 0.0
+    """τ ∈ [0, 1): deterministic predictions (evaluation, ``predict(deterministic=True)``) act greedily on a
+    Polyak average θ̄ ← (1−τ)θ̄ + τμ of the posterior mean, updated after every (vector) env step, instead of on μ
+    itself (0 = off). The online mean of a value network moves a lot from step to step (CartPole: greedy evals
+    jump 500 → 101 within 5k steps); θ̄ averages over ~1/τ steps. Exploration and TD targets are unchanged."""
     linearized_samples: bool = False
     """Thompson samples in BONG-LIN's own linearised model (as NeuralTS does): a sample is a deviation ε ~ N(0, Σ),
     drawn when the rule resamples, that acts through Q_μ(s) + J_μ(s) ε at the current mean μ — instead of the
@@ -147,6 +152,8 @@ class BongDQNConfig(ExplorationSettings):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.obs_normalize not in ("none", "bounds"):
             raise ValueError(f"obs_normalize must be 'none' or 'bounds', got {self.obs_normalize!r}")
+        if not 0.0 <= self.polyak_eval < 1.0:
+            raise ValueError(f"polyak_eval must be in [0, 1), got {self.polyak_eval}")
         if self.linearized_samples and self.rto_sweeps > 0:
             raise ValueError("linearized_samples and rto_sweeps > 0 cannot be combined (RTO samples are weights)")
         if self.posterior_params not in ("all", "head"):
@@ -240,6 +247,8 @@ class BongDQN(PosteriorValueAgent):
         )
         self.linearized_samples = cfg.linearized_samples
         self.target_theta = self.est.mean.clone()
+        #: Polyak average of the posterior mean for deterministic predictions (``polyak_eval`` > 0), else None
+        self.avg_theta: Tensor | None = self.est.mean.clone() if cfg.polyak_eval > 0 else None
         self.num_timesteps = 0
         self.num_episodes = 0
         self._obs: np.ndarray | None = None
@@ -375,6 +384,8 @@ class BongDQN(PosteriorValueAgent):
                     and (self.num_timesteps // self.num_envs) % cfg.replay_every == 0
                 ):
                     self._replay_updates()
+                if self.avg_theta is not None:
+                    self.avg_theta.lerp_(self.est.mean, cfg.polyak_eval)
                 if (self.num_timesteps // self.num_envs) % max(1, cfg.target_update // self.num_envs) == 0:
                     self.target_theta = self.est.mean.clone()
                 self._ep_return += np.asarray(rew, dtype=np.float64)
@@ -456,7 +467,11 @@ class BongDQN(PosteriorValueAgent):
         obs = self._obs_tensor(observation, self.obs_shape)  # validates first (ragged lists, NaN, dtype)
         single = np.asarray(observation).shape == self.obs_shape
         if deterministic:
-            act = self.q_values(obs).argmax(-1)
+            if self.avg_theta is not None:
+                with torch.no_grad():
+                    act = self.est._call(self.avg_theta, obs).argmax(-1)
+            else:
+                act = self.q_values(obs).argmax(-1)
         else:
             act = self._stochastic_predict(obs, episode_start)
         out = act.cpu().numpy()
@@ -491,6 +506,8 @@ class BongDQN(PosteriorValueAgent):
             tensors.update({f"replay.{k}": v for k, v in self._replay.items()})
         if getattr(self, "_rto_prev", None) is not None:
             tensors["rto_prev"] = self._rto_prev
+        if self.avg_theta is not None:
+            tensors["avg_theta"] = self.avg_theta
         loop = self._loop_state()
         if loop is not None:
             tensors["obs"] = torch.as_tensor(np.ascontiguousarray(self._obs))
@@ -587,5 +604,11 @@ class BongDQN(PosteriorValueAgent):
         self.num_episodes = int(meta["num_episodes"])
         if "rto_prev" in tensors:
             self._rto_prev = tensors["rto_prev"].to(self.device, self.dtype)
+        if self.avg_theta is not None:
+            if "avg_theta" not in tensors:
+                raise ValueError("polyak_eval > 0 but the checkpoint has no 'avg_theta'")
+            if tensors["avg_theta"].shape != self.avg_theta.shape:
+                raise ValueError("'avg_theta' has the wrong number of parameters")
+            self.avg_theta = tensors["avg_theta"].to(self.device, self.dtype)
         if meta.get("loop") and "obs" in tensors:
             self._restore_loop(tensors, meta["loop"])
