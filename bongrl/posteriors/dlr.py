@@ -48,11 +48,13 @@ class DiagonalPlusLowRank(PosteriorFamily):
         new_ups = 1.0 / (gamma**2 / ups + q)
         ratio = new_ups / ups
         if q > 0.0:
-            W = W.contiguous()  # layout-independent numbers (see _woodbury)
-            Wr = W * ratio.unsqueeze(1)
-            C = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + q * (W.T @ Wr)
+            # in the (L, P) layout the update keeps W in (contiguous Wᵀ, no copy) and with numbers independent of
+            # how W is laid out in memory (see _woodbury)
+            WT = W.T.contiguous()
+            WrT = WT * ratio
+            C = torch.eye(WT.shape[0], dtype=W.dtype, device=W.device) + q * (WrT @ WT.T)
             Cinv = torch.cholesky_inverse(cholesky_psd(C))
-            new_W = gamma * Wr @ cholesky_psd(Cinv)
+            new_W = (gamma * cholesky_psd(Cinv).T @ WrT).T
         else:
             new_W = W / gamma
         return {"mean": self._pull_mean(state, gamma, prior_mean), "ups": new_ups, "W": new_W}
