@@ -194,6 +194,23 @@ def test_bongdqn_polyak_eval_averages_the_mean_for_deterministic_actions(tmp_pat
         BongDQN("CartPole-v1", device="cpu", polyak_eval=1.0)
 
 
+def test_every_bongdqn_preset_builds_and_learns() -> None:
+    """Each env preset is a valid BongDQN config: the agent builds, takes 30 steps (past a Thompson resample and
+    several updates) and predicts deterministically."""
+    from bongrl import presets
+
+    for env_id in presets.available():
+        p = presets.get(env_id)
+        if p["agent"] != "bongdqn":
+            continue
+        agent = BongDQN(env_id, posterior=p["posterior"], exploration=p["exploration"], seed=0, device="cpu",
+                        **p["hyperparameters"])
+        agent.learn(30)
+        assert agent.num_timesteps == 30 and bool(torch.isfinite(agent.est.mean).all())
+        obs, _ = gym.make(env_id).reset(seed=0)
+        assert 0 <= int(agent.predict(obs, deterministic=True)[0]) < agent.num_actions
+
+
 def test_bongdqn_rejects_bad_config_and_env() -> None:
     with pytest.raises(ValueError, match="unknown BongDQN hyperparameter"):
         BongDQN("CartPole-v1", device="cpu", learning_rate=1e-3)
