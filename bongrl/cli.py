@@ -417,8 +417,8 @@ def _finish(out: Path) -> None:
 
 def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int:
     from bongrl.agents.bong_dqn import BongDQN
+    from bongrl.envs.wrappers import ProtocolEval
     from bongrl.envs.wrappers import eval_seed as _eval_seed
-    from bongrl.envs.wrappers import evaluate, make_env
 
     ckpt = out / runs.CHECKPOINT
     if resume:
@@ -436,8 +436,8 @@ def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int
             device=run["device"],
             **run["hyperparameters"],
         )
-    eval_env = make_env(run["env"])
     eval_seed = _eval_seed(run["seed"])
+    protocol_eval = ProtocolEval(run["env"], run["eval_episodes"], eval_seed)
     every_eval, every_ckpt = run["eval_every"], run.get("checkpoint_every") or run["eval_every"]
     state = {
         "next_eval": _next_multiple(agent.num_timesteps, every_eval),
@@ -449,7 +449,7 @@ def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int
     t0 = time.perf_counter() - _last_wall(out)
 
     def do_eval(a: BongDQN) -> dict[str, Any]:
-        res = evaluate(a, eval_env, run["eval_episodes"], deterministic=True, seed=eval_seed)
+        res = protocol_eval(a)
         res.update(step=a.num_timesteps, episodes=run["eval_episodes"])
         metrics.write(
             kind="eval",

@@ -231,11 +231,11 @@ class _Recorder:
     """The shared evaluation protocol, wall clock and progress reports of one run."""
 
     def __init__(self, task: dict[str, Any], report: Callable[[int], None]) -> None:
-        from bongrl.envs.wrappers import make_env
+        from bongrl.envs.wrappers import ProtocolEval
 
         self.task = task
         self.every = int(task["eval_every"])
-        self.env = make_env(task["env"], **task["env_kwargs"])
+        self.protocol_eval = ProtocolEval(task["env"], task["eval_episodes"], task["eval_seed"], **task["env_kwargs"])
         self.rows: list[dict[str, Any]] = []
         self.report = report
         self.progress_every = max(1, min(self.every, 1_000))
@@ -247,12 +247,8 @@ class _Recorder:
         self.solved_at: int | None = None
 
     def evaluate(self, policy: Any, step: int) -> None:
-        from bongrl.envs.wrappers import evaluate
-
         t = time.perf_counter()
-        res = evaluate(
-            policy, self.env, self.task["eval_episodes"], deterministic=True, seed=self.task["eval_seed"]
-        )
+        res = self.protocol_eval(policy)
         now = time.perf_counter()
         self.eval_time += now - t
         wall = now - self.t0

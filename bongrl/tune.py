@@ -186,8 +186,8 @@ def train_trial(
     eval returns True to stop early (pruned). Returns ``{"evals": [(step, mean), ...], "pruned": bool,
     "final": mean, "auc": mean of the eval means, "steps": trained}``."""
     from bongrl.agents.bong_dqn import BongDQN
+    from bongrl.envs.wrappers import ProtocolEval
     from bongrl.envs.wrappers import eval_seed as _eval_seed
-    from bongrl.envs.wrappers import evaluate, make_env
 
     agent = BongDQN(
         setup["env"],
@@ -197,13 +197,12 @@ def train_trial(
         device=setup["device"],
         **hyper,
     )
-    eval_env = make_env(setup["env"])
-    eval_seed = _eval_seed(setup["seed"])  # as `bongrl train`
+    protocol_eval = ProtocolEval(setup["env"], setup["eval_episodes"], _eval_seed(setup["seed"]))  # as `train`
     evals: list[tuple[int, float]] = []
     state = {"pruned": False}
 
     def do_eval(a: Any) -> float:
-        res = evaluate(a, eval_env, setup["eval_episodes"], deterministic=True, seed=eval_seed)
+        res = protocol_eval(a)
         evals.append((a.num_timesteps, float(res["mean"])))
         return float(res["mean"])
 
@@ -221,7 +220,7 @@ def train_trial(
         if not state["pruned"]:
             do_eval(agent)
     finally:
-        eval_env.close()
+        protocol_eval.close()
         agent.env.close()
     means = [m for _, m in evals]
     return {

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import RecordEpisodeStatistics
 
-__all__ = ["PolicyFn", "Predictor", "evaluate", "make_env"]
+__all__ = ["PolicyFn", "Predictor", "evaluate", "make_env", "eval_seed", "ProtocolEval"]
 
 #: A policy function: ``policy(obs_batch, deterministic) -> actions`` with a leading batch axis on both.
 PolicyFn = Callable[[np.ndarray, bool], np.ndarray]
@@ -105,3 +105,20 @@ def eval_seed(seed: int) -> int:
 
     One protocol for ``bongrl train``, ``compare`` and ``tune``, so their evaluation numbers are comparable."""
     return 10_000 + 1_000 * int(seed)
+
+
+class ProtocolEval:
+    """The periodic evaluation protocol of ``bongrl train``, ``compare`` and ``tune``: ``episodes`` deterministic
+    episodes of a policy on its own env (not the training env), episode i reset with seed ``first_seed + i``
+    (:func:`eval_seed` of the run's seed). Calling it returns :func:`evaluate`'s dict."""
+
+    def __init__(self, env_id: str, episodes: int, first_seed: int, **env_kwargs: Any) -> None:
+        self.env = make_env(env_id, **env_kwargs)
+        self.episodes = int(episodes)
+        self.first_seed = int(first_seed)
+
+    def __call__(self, policy: PolicyFn | Predictor) -> dict[str, Any]:
+        return evaluate(policy, self.env, self.episodes, deterministic=True, seed=self.first_seed)
+
+    def close(self) -> None:
+        self.env.close()
