@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import torch
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of a CSV file with a header, as dicts of strings."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

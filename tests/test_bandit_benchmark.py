@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 
 import pytest
+from _helpers import read_csv_rows
 
 from bongrl import bandit_benchmark as bb
 
@@ -45,16 +45,11 @@ def _run(out: Path) -> dict[str, Path]:
     )
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_tiny_run_outputs_and_reproducible(tmp_path):
     paths = _run(tmp_path / "a")
     for key in ("csv", "md", "png"):
         assert paths[key].exists() and paths[key].stat().st_size > 0
-    rows = _rows(paths["csv"])
+    rows = read_csv_rows(paths["csv"])
     assert list(rows[0]) == ["env", "agent", "seed", "round", "cumulative_regret"]
     # 2 agents per env (bong-conj only on bernoulli, bong-dlr only on wheel), 2 seeds, rounds 10, 20, 30
     runs = {(r["env"], r["agent"], r["seed"]) for r in rows}
@@ -75,7 +70,7 @@ def test_tiny_run_outputs_and_reproducible(tmp_path):
     assert "wheel-0.95" in md and "bernoulli" in md and "update ms" in md and "% of uniform" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # same seeds -> identical regret curves
-    again = _rows(_run(tmp_path / "b")["csv"])
+    again = read_csv_rows(_run(tmp_path / "b")["csv"])
     assert again == rows
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from _helpers import read_csv_rows
 
 from bongrl import cli, runs
 
@@ -44,11 +44,6 @@ def bongrl(*args: str, cwd: Path | None = None, timeout: float = 600) -> subproc
     )
 
 
-def rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "cartpole"
@@ -61,7 +56,7 @@ def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_run_directory(cartpole_run: Path) -> None:
     for name in (runs.CONFIG, runs.METRICS, runs.EVAL, runs.PLOT, runs.CHECKPOINT):
         assert (cartpole_run / name).is_file(), name
-    metrics = rows(cartpole_run / runs.METRICS)
+    metrics = read_csv_rows(cartpole_run / runs.METRICS)
     assert list(metrics[0]) == runs.EPISODE_COLUMNS
     episodes = [r for r in metrics if r["kind"] == "episode"]
     evals = [r for r in metrics if r["kind"] == "eval"]
@@ -88,10 +83,10 @@ def test_evaluate_prints_mean_std(cartpole_run: Path) -> None:
 def test_resume_continues_to_total(cartpole_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "resumed"
     shutil.copytree(cartpole_run, run)
-    before = rows(run / runs.METRICS)
+    before = read_csv_rows(run / runs.METRICS)
     res = bongrl("train", "--resume", str(run), "--steps", "450", "--quiet")
     assert res.returncode == 0, res.stderr
-    after = rows(run / runs.METRICS)
+    after = read_csv_rows(run / runs.METRICS)
     assert after[: len(before)] == before  # appended, not rewritten
     assert int(after[-1]["step"]) == 450 and after[-1]["kind"] == "eval"
     eps = [int(r["episode"]) for r in after if r["kind"] == "episode"]
@@ -125,7 +120,7 @@ def test_bandit_train_and_evaluate(tmp_path: Path) -> None:
         "cpu",
     )
     assert res.returncode == 0, res.stderr
-    metrics = rows(out / runs.METRICS)
+    metrics = read_csv_rows(out / runs.METRICS)
     assert list(metrics[0]) == runs.BANDIT_COLUMNS and len(metrics) == 50
     cum = [float(r["cumulative_regret"]) for r in metrics]
     assert np.all(np.diff(cum) >= -1e-9)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _helpers import read_csv_rows
 
 from bongrl import compare
 from bongrl.cli import main
@@ -25,11 +25,6 @@ TINY = [
     "--set",
     "dqn.gradient_steps=4",
 ]
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_compare_outputs_and_resume(tmp_path: Path) -> None:
@@ -62,7 +57,7 @@ def test_compare_outputs_and_resume(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "4 run(s) done, 0 skipped" in proc.stdout
 
-    rows = _rows(out / "compare.csv")
+    rows = read_csv_rows(out / "compare.csv")
     assert list(rows[0]) == ["agent", "seed", "step", "eval_mean", "eval_std", "wall_s", "env_steps_per_s"]
     assert {(r["agent"], r["seed"]) for r in rows} == {
         ("bongdqn", "0"),
@@ -135,7 +130,7 @@ def test_compare_outputs_and_resume(tmp_path: Path) -> None:
         },
     )
     assert part["ran"] == ["dqn-s1"] and len(part["skipped"]) == 3
-    assert len(_rows(out / "compare.csv")) == len(rows)
+    assert len(read_csv_rows(out / "compare.csv")) == len(rows)
     assert not list(out.glob("per_run/*.partial"))
 
     # changed settings: that run is redone; its finished predecessor is kept until the new one completes

@@ -3,12 +3,12 @@ storage (interrupted trials are redone, finished ones are not). In-process cli.m
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import optuna
 import pytest
+from _helpers import read_csv_rows
 from optuna.trial import TrialState
 
 from bongrl import cli, presets, tune
@@ -80,19 +80,9 @@ def test_study_writes_preset_train_accepts_and_resumes(
     assert preset["agent"] == "bongdqn" and preset["steps"] == 100
     hp = preset["hyperparameters"]
     assert hp["hidden"] == [16] and hp["learning_starts"] == 1000  # fixed by --set / from the CartPole preset
-    assert {
-        "prior_std",
-        "obs_std",
-        "rank",
-        "forget",
-        "process_noise",
-        "target_update",
-        "replay_every",
-        "td_clip",
-        "every",
-    } <= set(hp)
-    with open(out / "trials.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    assert preset["posterior"] == "dlr" and preset["exploration"] == "thompson"
+    assert set(tune.searched_keys("dlr", "thompson")) <= set(hp)  # the list itself: test_search_space
+    rows = read_csv_rows(out / "trials.csv")
     assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     best = json.loads((out / "best_trial.json").read_text())
     assert best["value"] == max(float(r["value"]) for r in rows if r["value"])
