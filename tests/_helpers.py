@@ -23,3 +23,21 @@ def assert_state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
     assert set(a) == set(b)
     for k in a:
         assert torch.equal(a[k], b[k]), f"state entry {k!r} changed"
+
+
+def assert_sigma_products(fam, state: dict[str, torch.Tensor], cov: torch.Tensor, gen: torch.Generator,
+                          tol: dict[str, float]) -> torch.Tensor:
+    """A family's Σ-products agree with its dense covariance ``cov``: precondition (Σv for one vector and for a
+    matrix), predictive_cov (HΣHᵀ for one H and a batch) and marginal_variance (diag Σ). Draws v, V, H, HB from
+    ``gen`` in that order and returns H (2, P) for the caller's further checks."""
+    P, dt = cov.shape[0], cov.dtype
+    v = torch.randn(P, generator=gen, dtype=dt)
+    V = torch.randn(P, 3, generator=gen, dtype=dt)
+    torch.testing.assert_close(fam.precondition(state, v), cov @ v, **tol)
+    torch.testing.assert_close(fam.precondition(state, V), cov @ V, **tol)
+    H = torch.randn(2, P, generator=gen, dtype=dt)
+    HB = torch.randn(4, 2, P, generator=gen, dtype=dt)
+    torch.testing.assert_close(fam.predictive_cov(state, H), H @ cov @ H.T, **tol)
+    torch.testing.assert_close(fam.predictive_cov(state, HB), HB @ cov @ HB.transpose(-1, -2), **tol)
+    torch.testing.assert_close(fam.marginal_variance(state), cov.diagonal(), **tol)
+    return H

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import assert_sigma_products
 from _helpers import assert_state_equal as _assert_state_equal
 from _helpers import clone_state as _clone
 from torch import nn
@@ -99,14 +100,7 @@ def test_conformance_with_layers(refresh_every):
     assert torch.linalg.eigvalsh(cov).min() > 0
     T = fam.sample_from_noise(state, torch.eye(P, dtype=F64)) - state["mean"]
     torch.testing.assert_close(T.T @ T, cov, **tol)
-    v, V = torch.randn(P, generator=gen, dtype=F64), torch.randn(P, 3, generator=gen, dtype=F64)
-    torch.testing.assert_close(fam.precondition(state, v), cov @ v, **tol)
-    torch.testing.assert_close(fam.precondition(state, V), cov @ V, **tol)
-    H = torch.randn(2, P, generator=gen, dtype=F64)
-    HB = torch.randn(4, 2, P, generator=gen, dtype=F64)
-    torch.testing.assert_close(fam.predictive_cov(state, H), H @ cov @ H.T, **tol)
-    torch.testing.assert_close(fam.predictive_cov(state, HB), HB @ cov @ HB.transpose(-1, -2), **tol)
-    torch.testing.assert_close(fam.marginal_variance(state), cov.diagonal(), **tol)
+    H = assert_sigma_products(fam, state, cov, gen, tol)
 
     # update: μ' = μ + Σ'g with the new structured Σ'; trace of each block's precision grows by ‖A_block‖²_F
     before = _clone(state)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from _helpers import assert_sigma_products
 from _helpers import assert_state_equal as _assert_state_equal
 from _helpers import clone_state as _clone
 
@@ -298,16 +299,7 @@ def test_family_conformance(name):
         with pytest.raises(ValueError):
             fam.sample(state, bad_n)
 
-    # Σ-products
-    v = torch.randn(P, generator=gen, dtype=F64)
-    V = torch.randn(P, 3, generator=gen, dtype=F64)
-    torch.testing.assert_close(fam.precondition(state, v), cov @ v, **tol)
-    torch.testing.assert_close(fam.precondition(state, V), cov @ V, **tol)
-    H = torch.randn(2, P, generator=gen, dtype=F64)
-    HB = torch.randn(4, 2, P, generator=gen, dtype=F64)
-    torch.testing.assert_close(fam.predictive_cov(state, H), H @ cov @ H.T, **tol)
-    torch.testing.assert_close(fam.predictive_cov(state, HB), HB @ cov @ HB.transpose(-1, -2), **tol)
-    torch.testing.assert_close(fam.marginal_variance(state), cov.diagonal(), **tol)
+    H = assert_sigma_products(fam, state, cov, gen, tol)
 
     # update: returns a new valid state and never modifies its input. (Variances need not all shrink: dlr's
     # diagonal-preserving truncation is not monotone in the Loewner order, so that is not part of the
