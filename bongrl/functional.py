@@ -80,7 +80,7 @@ class CompiledMLP:
     no vmap/jacrev) when every activation is ReLU/Tanh/Sigmoid/Identity, by one batched autograd pass otherwise."""
 
     def __init__(self, plan: list, offsets: dict, params: dict[str, Tensor], names: list[str]) -> None:
-        self.plan, self.offsets, self.params, self.names = plan, offsets, params, names
+        self.offsets, self.params, self.names = offsets, params, names
         self.linear_names = [arg for kind, arg in plan if kind == "linear"]
         # Per linear layer, where its weight and bias come from: ("chunk", i, shape) for the i-th block of θ in
         # flat order, or the frozen parameter itself. Resolved once, so a forward pass is one split of θ,

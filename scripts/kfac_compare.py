@@ -73,18 +73,14 @@ def mlp(sizes: list[int], seed: int) -> nn.Module:
 def run_task(task: dict, n_updates: int, n_test: int, seed: int, time_reps: int) -> list[dict]:
     X, y = task["X"], task["y"]
     Xtr, ytr, Xte = X[:n_updates], y[:n_updates], X[-n_test:]
+
+    def make(fam: str, **opts: object) -> BONG:
+        return BONG(mlp(task["sizes"], seed), family=fam, likelihood=task["lik"], obs_std=0.3, prior_std=0.5,
+                    dtype=torch.float64, seed=seed, **opts)
+
     ests = {}
     for label, fam, opts in FAMILIES:
-        est = BONG(
-            mlp(task["sizes"], seed),
-            family=fam,
-            likelihood=task["lik"],
-            obs_std=0.3,
-            prior_std=0.5,
-            dtype=torch.float64,
-            seed=seed,
-            **opts,
-        )
+        est = make(fam, **opts)
         for i in range(n_updates):
             est.update(Xtr[i : i + 1], ytr[i : i + 1])
         ests[label] = est
@@ -94,15 +90,7 @@ def run_task(task: dict, n_updates: int, n_test: int, seed: int, time_reps: int)
         label: ests[label].family.init(ests["full"].prior_mean, torch.full_like(full.mean, 0.25))
         for label, _, _ in FAMILIES
     }
-    teacher = BONG(
-        mlp(task["sizes"], seed),
-        family="full",
-        likelihood=task["lik"],
-        obs_std=0.3,
-        prior_std=0.5,
-        dtype=torch.float64,
-        seed=seed,
-    )
+    teacher = make("full")
     for i in range(n_updates):
         A, g = teacher.increment(Xtr[i : i + 1], ytr[i : i + 1])
         teacher.apply_increment(A, g)
