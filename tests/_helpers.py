@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -41,3 +42,19 @@ def assert_sigma_products(fam, state: dict[str, torch.Tensor], cov: torch.Tensor
     torch.testing.assert_close(fam.predictive_cov(state, HB), HB @ cov @ HB.transpose(-1, -2), **tol)
     torch.testing.assert_close(fam.marginal_variance(state), cov.diagonal(), **tol)
     return H
+
+
+def assert_validate_state_rejects_damage(fam, state: dict[str, torch.Tensor]) -> None:
+    """``fam.validate_state`` raises ValueError for every entry grown by one row, given an extra leading axis or
+    holding a NaN, and for every entry but the mean left out."""
+    for key, val in state.items():
+        for bad in (torch.cat([val, val[:1]], 0), val.unsqueeze(0)):
+            with pytest.raises(ValueError):
+                fam.validate_state({**state, key: bad})
+        nan = val.clone()
+        nan[(0,) * nan.ndim] = float("nan")
+        with pytest.raises(ValueError):
+            fam.validate_state({**state, key: nan})
+        if key != "mean":
+            with pytest.raises(ValueError):
+                fam.validate_state({k: x for k, x in state.items() if k != key})
