@@ -142,6 +142,7 @@ class BONG:
         # param_shapes: θ's layout [(name, shape), ...] for structured families (kfac); dropped by the others
         options = {"rank": rank, "param_shapes": list(zip(self.flat.names, self.flat.shapes)), **family_options}
         self.family: PosteriorFamily = registry.create_posterior(family, **options)
+        self.family.check_method(method)  # e.g. diag's mean_update="gain" (the VD-EKF gain) is LIN-only
 
         P = self.flat.num_params
         mean0 = self.flat.flatten(self.model) if prior_mean is None else torch.as_tensor(prior_mean)

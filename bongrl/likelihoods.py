@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bongrl.posteriors.base import NonFiniteError
+
 __all__ = ["Likelihood", "Gaussian", "Bernoulli", "Categorical", "make_likelihood", "LIKELIHOODS"]
 
 
@@ -75,7 +77,7 @@ class Gaussian(Likelihood):
         if y.shape != (B, C):
             raise ValueError(f"y must have shape ({B},) or ({B}, {C}) for a gaussian likelihood, got {tuple(y.shape)}")
         if not bool(torch.isfinite(y).all()):
-            raise ValueError("y contains NaN or Inf")
+            raise NonFiniteError("y contains NaN or Inf")
         return y
 
     def mean_and_jacobian(self, f: Tensor) -> tuple[Tensor, Tensor | None]:

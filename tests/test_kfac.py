@@ -85,7 +85,9 @@ def test_conformance_with_layers(refresh_every):
     """The protocol identities of test_posteriors.test_family_conformance, with Kronecker blocks present.
     Tolerance 1e-10: float64, P = 17, every identity is exact algebra up to round-off."""
     tol = {"rtol": 1e-10, "atol": 1e-10}
-    fam = _family(refresh_every=refresh_every)
+    # the plain step μ' = μ + Σ'g (the default rescales it by the line minimiser, checked in
+    # test_rescaled_step_is_the_line_minimiser; everything but the mean is the same)
+    fam = _family(refresh_every=refresh_every, rescale_step=False)
     gen = torch.Generator().manual_seed(0)
     mean = torch.randn(P, generator=gen, dtype=F64)
     var = torch.rand(P, generator=gen, dtype=F64) + 0.5
@@ -221,7 +223,7 @@ def test_linear_regression_matches_closed_form(d_out, batch, rescale):
 def test_rescaled_step_is_the_line_minimiser():
     """rescale_step: μ' − μ = αΔ with Δ the plain step and α = gᵀΔ / (ΔᵀΛΔ + ‖AᵀΔ‖²) (Λ: the old structured
     precision), i.e. the exact minimiser of the BONG quadratic model along Δ. Tolerance 1e-10: float64."""
-    plain, resc = _family(), _family(rescale_step=True)
+    plain, resc = _family(rescale_step=False), _family()
     state = _random_state(plain, seed=4)
     gen = torch.Generator().manual_seed(9)
     A, g = _kron_columns(gen, 2), torch.randn(P, generator=gen, dtype=F64)
@@ -268,3 +270,33 @@ def test_float32_stays_float32():
         assert v.dtype == torch.float32
     assert fam.sample(state, 3).dtype == torch.float32
     assert fam.health(state) > 0
+
+
+def test_cartpole_overshoot_case_default_step_does_not_grow_the_residual():
+    """Regression: ``bongrl train --env CartPole-v1 --posterior kfac --seed 0`` (commit c122b3a) failed at step 723
+    with "g contains NaN or Inf". The eigenbases and eigenvalues were healthy throughout (min S ≈ 0.99); the plain
+    step μ' = μ + Λ̃'⁻¹g multiplied the linearised whitened residual e by up to 18 (130 of 723 updates grew it),
+    the mean ran away (|μ| 1.5 → 6·10¹⁰ in the last 8 updates) and the next Jacobian overflowed. This is the
+    recorded state and increment (A, g) of update 609 (float32, P = 4610, one observation; |μ| ≤ 1.7), where the
+    plain step made ‖e − AᵀΔ‖ = 10.4‖e‖. The default (line-minimised) step must not grow it."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    case = load_file(str(Path(__file__).parent / "data" / "kfac_cartpole_overshoot_case.safetensors"))
+    state = {k[len("state.") :]: v for k, v in case.items() if k.startswith("state.")}
+    A, g = case["A"], case["g"]
+    shapes = [("fc0.weight", (64, 4)), ("fc0.bias", (64,)), ("fc1.weight", (64, 64)), ("fc1.bias", (64,)),
+              ("head.weight", (2, 64)), ("head.bias", (2,))]
+    e = (A.T @ g) / (A.T @ A).squeeze()  # g = A e for one scalar observation
+    ratio = {}
+    for rescale in (False, True):
+        fam = KroneckerFactored(param_shapes=shapes, rescale_step=rescale)
+        fam.validate_state(state)
+        new = fam.update(state, A, g)
+        fam.validate_state(new)
+        delta = (new["mean"] - state["mean"]).double()
+        ratio[rescale] = float((e.double() - A.double().T @ delta).norm() / e.double().norm())
+    assert ratio[False] > 10.0  # measured 10.4: the plain step overshoots tenfold
+    assert ratio[True] <= 1.0 + 1e-5  # measured 0.046; the default never grows it (float32 round-off allowance)
+    assert KroneckerFactored().rescale_step  # and it is the default

@@ -33,6 +33,8 @@ __all__ = [
     "PosteriorFamily",
     "State",
     "check_finite",
+    "NonFiniteError",
+    "NumericalError",
     "check_all_finite",
     "symmetrize",
     "whiten_lin",
@@ -41,8 +43,18 @@ __all__ = [
 ]
 
 
+class NumericalError(ValueError):
+    """A numerical failure: non-finite values (:class:`NonFiniteError`) or a matrix that lost positive
+    definiteness. A ``ValueError``, so callers that validate input catch it as before; agents catch this class to
+    reject a numerically failed update and keep the last good posterior."""
+
+
+class NonFiniteError(NumericalError):
+    """A tensor holds NaN or Inf."""
+
+
 def check_finite(name: str, t: Tensor) -> None:
-    """Raise ``ValueError`` naming ``name`` if ``t`` holds NaN or Inf."""
+    """Raise :class:`NonFiniteError` naming ``name`` if ``t`` holds NaN or Inf."""
     if not torch.is_tensor(t):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.is_floating_point() and t.numel() > 0:
@@ -50,7 +62,7 @@ def check_finite(name: str, t: Tensor) -> None:
         # isfinite(t).all() at P·L ≈ 5e4, which matters on the per-update path).
         lo, hi = torch.aminmax(t.detach())
         if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
-            raise ValueError(f"{name} contains NaN or Inf")
+            raise NonFiniteError(f"{name} contains NaN or Inf")
 
 
 def check_all_finite(named: list[tuple[str, Tensor]]) -> None:
@@ -86,7 +98,7 @@ def cholesky_psd(m: Tensor, jitter: float = 0.0) -> Tensor:
         m = m + jitter * scale.unsqueeze(-1) * torch.eye(m.shape[-1], dtype=m.dtype, device=m.device)
     chol, info = torch.linalg.cholesky_ex(m)
     if bool((info != 0).any()):
-        raise ValueError("matrix is not positive definite (Cholesky failed)")
+        raise NumericalError("matrix is not positive definite (Cholesky failed)")
     return chol
 
 
@@ -178,6 +190,11 @@ class PosteriorFamily(ABC):
     @abstractmethod
     def health(self, state: State) -> float:
         """A positive number iff the belief is positive definite (e.g. the smallest eigenvalue or diagonal)."""
+
+    def check_method(self, method: str) -> None:
+        """Raise ``ValueError`` if this family, with its options, does not support the BONG variant ``method``
+        ("lin", "mc-ef" or "mc-hess"). Called by :class:`~bongrl.bong.BONG` at construction; default: all."""
+        return None
 
     # ------------------------------------------------------------------ shared, validated entry points
     def num_params(self, state: State) -> int:
