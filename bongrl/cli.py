@@ -191,7 +191,8 @@ def _validate_hyperparameters(agent: str, hyper: dict[str, Any]) -> dict[str, An
 
 
 def _check_spaces(env_id: str, agent: str) -> None:
-    """Both agents need a Discrete action space (BongDQN also a Box observation space); checked early."""
+    """Both agents need a Discrete action space (BongDQN also an observation space it can encode: Box,
+    Discrete, MultiDiscrete, MultiBinary, Dict/Tuple of these; :mod:`bongrl.agents.spaces`); checked early."""
     import gymnasium as gym
 
     from bongrl.envs.wrappers import make_env
@@ -207,10 +208,13 @@ def _check_spaces(env_id: str, agent: str) -> None:
             raise UsageError(
                 f"{env_id} has action space {env.action_space}; bongrl agents need a Discrete one"
             )
-        if agent == "bongdqn" and not isinstance(env.observation_space, gym.spaces.Box):
-            raise UsageError(
-                f"{env_id} has observation space {env.observation_space}; BongDQN needs a Box one"
-            )
+        if agent == "bongdqn":
+            from bongrl.agents.spaces import ObsEncoder
+
+            try:
+                ObsEncoder(env.observation_space)
+            except ValueError as exc:
+                raise UsageError(f"{env_id}: BongDQN cannot use its observation space: {_one_line(exc)}") from exc
     finally:
         env.close()
 
@@ -307,6 +311,7 @@ def _resolve_train(args: argparse.Namespace) -> dict[str, Any]:
                 )
         else:
             preset = presets.get(args.env)
+        preset_name = args.preset or (args.env if args.env in presets.PRESETS else None)
         agent = preset.get("agent", "bongdqn")
         if agent not in AGENTS:
             raise UsageError(f"preset agent must be one of {', '.join(AGENTS)}, got {agent!r}")
@@ -317,7 +322,7 @@ def _resolve_train(args: argparse.Namespace) -> dict[str, Any]:
             "command": " ".join(["bongrl", *sys.argv[1:]]) if sys.argv else "bongrl",
             "env": args.env,
             "agent": agent,
-            "preset": args.preset or args.env,
+            "preset": preset_name,
             "preset_values": preset,
             "posterior": args.posterior or preset.get("posterior", "dlr"),
             "exploration": args.exploration or preset.get("exploration", "thompson"),
@@ -383,6 +388,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             mark = "*" if k in run["hyperparameters"] else " "
             print(f" {mark}{k:<18} {v}")
         print("  (* set by the preset or --set)")
+        if run.get("preset") is None:
+            print(f"  no preset for {run['env']}: the class defaults above (bongrl.presets lists the presets)")
         if run["agent"] == "bandit":
             print(f"  {'rounds':<18} {run['steps']}")
         else:
@@ -449,8 +456,11 @@ def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int
     t0 = time.perf_counter() - _last_wall(out)
 
     def do_eval(a: BongDQN) -> dict[str, Any]:
-        res = protocol_eval(a)
-        res.update(step=a.num_timesteps, episodes=run["eval_episodes"])
+        res = protocol_eval(a.greedy_predictor("online"))
+        res.update(step=a.num_timesteps, episodes=run["eval_episodes"], weights="online")
+        avg = protocol_eval(a.greedy_predictor("averaged")) if a.avg_theta is not None else None
+        if avg is not None:
+            res["averaged"] = {k: avg[k] for k in ("mean", "std", "returns", "lengths")}
         metrics.write(
             kind="eval",
             step=a.num_timesteps,
@@ -458,9 +468,17 @@ def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int
             wall_s=time.perf_counter() - t0,
             eval_mean=res["mean"],
             eval_std=res["std"],
+            eval_averaged_mean=None if avg is None else avg["mean"],
+            eval_averaged_std=None if avg is None else avg["std"],
+            rejected_updates=a.rejected_updates,
         )
         state["last_eval"], state["last_eval_step"] = res, a.num_timesteps
-        _say(quiet, f"eval @ {a.num_timesteps}: {res['mean']:.2f} ± {res['std']:.2f}")
+        line = f"eval @ {a.num_timesteps}: {res['mean']:.2f} ± {res['std']:.2f} (online weights)"
+        if avg is not None:
+            line += f", {avg['mean']:.2f} ± {avg['std']:.2f} (averaged)"
+        if a.rejected_updates:
+            line += f"; {a.rejected_updates} non-finite updates rejected so far"
+        _say(quiet, line)
         return res
 
     with runs.MetricsWriter(out / runs.METRICS, runs.EPISODE_COLUMNS) as metrics, _Interrupt() as stop:
@@ -521,6 +539,9 @@ def _train_dqn(run: dict[str, Any], out: Path, quiet: bool, resume: bool) -> int
             "step": agent.num_timesteps,
             "seed": eval_seed,
             "deterministic": True,
+            "weights": "online",
+            "averaged": final.get("averaged"),
+            "rejected_updates": agent.rejected_updates,
         },
     )
     _finish(out)
@@ -681,14 +702,20 @@ def _add_compare_parser(sub: Any) -> None:
     c = sub.add_parser(
         "compare",
         help="compare BongDQN with SB3 DQN / QR-DQN / PPO baselines (same env, budget, seeds, evaluation)",
-        description="Run every agent on the same env, budget and seeds with one evaluation protocol; writes "
-        "DIR/compare.csv, DIR/summary.md and DIR/learning_curves.png. Finished (agent, seed) runs in DIR are "
-        "skipped, so an interrupted comparison resumes. Baselines use rl-baselines3-zoo hyperparameters "
-        "(bongrl/data/zoo_presets.json); bongdqn its bongrl preset.",
+        description="Run every agent on the same env, budget and seeds with one evaluation protocol, scoring "
+        "two policies per run: online (headline: the weights being trained) and averaged (an EMA of them, "
+        "one --polyak-tau for every agent); writes DIR/compare.csv, DIR/summary.md and "
+        "DIR/learning_curves.png. A run that fails is recorded and counted as failed; the others go on. "
+        "Complete (agent, seed) runs in DIR are skipped, so an interrupted comparison resumes. Baselines use "
+        "rl-baselines3-zoo hyperparameters (bongrl/data/zoo_presets.json); bongdqn its bongrl preset.",
     )
     c.add_argument("--env", required=True, help="gymnasium env id (e.g. CartPole-v1, bongrl/DeepSea-v0)")
     c.add_argument("--steps", type=int, help="env steps per run (default: the bongdqn preset's budget)")
-    c.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 (default 3)")
+    c.add_argument(
+        "--seeds", default="3", metavar="SEEDS",
+        help="N (seeds 0..N-1), a list 100,101, a range 100-109, or a mix 0-2,100 (default 3: seeds 0-2); "
+        "the summary flags seeds a preset was tuned on",
+    )
     c.add_argument("--agents", default="bongdqn,dqn,qrdqn,ppo", help="comma-separated subset of "
                    "bongdqn,dqn,qrdqn,ppo (default: all four)")
     c.add_argument("--out", help="output directory (default results/compare_<env>)")
@@ -700,6 +727,11 @@ def _add_compare_parser(sub: Any) -> None:
     )
     c.add_argument(
         "--eval-episodes", type=int, help="deterministic episodes per evaluation (default: preset's)"
+    )
+    c.add_argument(
+        "--polyak-tau", type=float, default=1e-3, metavar="TAU",
+        help="rate of the weight average evaluated as the 'averaged' column, the same for every agent: "
+        "θ̄ ← (1−τ)θ̄ + τθ after every vectorised env step (BongDQN's polyak_eval; default 1e-3)",
     )
     c.add_argument("--size", type=int, help="env size (e.g. DeepSea's N); passed to the env as size=")
     c.add_argument(
@@ -723,22 +755,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
         overrides.setdefault(name.strip().lower(), {}).update(_parse_overrides([rest]))
     env_kwargs = {"size": args.size} if args.size is not None else {}
     steps = args.steps if args.steps is not None else int(presets.get(args.env).get("steps", 50_000))
-    if args.seeds is None or args.seeds < 1:
-        raise UsageError(f"--seeds must be a positive integer, got {args.seeds!r}")
+    seeds = compare.parse_seeds(args.seeds)  # CompareError: one line, exit 2
     result = compare.run_compare(
-        args.env, steps, args.seeds, agents, out=args.out, jobs=args.jobs, eval_every=args.eval_every,
+        args.env, steps, seeds, agents, out=args.out, jobs=args.jobs, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, env_kwargs=env_kwargs, overrides=overrides, quiet=args.quiet,
+        polyak_tau=args.polyak_tau,
     )
     out = result["out"]
     if not args.quiet:
         print((out / "summary.md").read_text())
     print(f"compare: {len(result['ran'])} run(s) done, {len(result['skipped'])} skipped (already complete), "
           f"{len(result['failed'])} failed; outputs in {out}/ (compare.csv, summary.md, learning_curves.png)")
+    if args.quiet:
+        for line in result["summary"]["warnings"]:  # shown in summary.md otherwise
+            print(line)
     if result["failed"]:
         raise RunFailure(
-            f"{len(result['failed'])} run(s) failed: "
+            f"{len(result['failed'])} run(s) failed (counted as failed in summary.md): "
             + "; ".join(f"{k}: {m}" for k, m in result["failed"])
-            + " (rerun the same command to retry them; finished runs are kept)"
+            + " (rerun the same command to retry them; complete runs are kept)"
         )
     return 0
 
@@ -779,6 +814,21 @@ def _train_distributed(run: dict[str, Any]) -> int:
     return 0
 
 
+def _configure_logging(quiet: bool) -> None:
+    """The library's warnings (e.g. a rejected non-finite update) as ``bongrl: warning: ...`` lines on stderr;
+    ``--quiet`` keeps errors only."""
+    import logging
+
+    log = logging.getLogger("bongrl")
+    if not any(getattr(h, "_bongrl_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bongrl: %(levelname)s: %(message)s"))
+        handler._bongrl_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bongrl`` / ``python -m bongrl``; returns the exit code."""
     parser = build_parser()
@@ -792,6 +842,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    _configure_logging(bool(getattr(args, "quiet", False)))
     try:
         return int(args.func(args))
     except (UsageError, PluginError, CheckpointError, ValueError) as exc:

@@ -48,7 +48,10 @@ PLOT = "learning_curve.png"
 CHECKPOINT = "checkpoint.safetensors"
 
 #: metrics.csv columns for value-based agents (episode rows and eval rows share them).
-EPISODE_COLUMNS = ["kind", "step", "episode", "return", "length", "wall_s", "eval_mean", "eval_std"]
+#: eval_mean/eval_std: greedy on the online weights (the headline); eval_averaged_*: greedy on their Polyak average
+#: (BongDQN's ``polyak_eval``); rejected_updates: non-finite updates rejected so far (the posterior kept).
+EPISODE_COLUMNS = ["kind", "step", "episode", "return", "length", "wall_s", "eval_mean", "eval_std",
+                   "eval_averaged_mean", "eval_averaged_std", "rejected_updates"]
 #: metrics.csv columns for bandit agents (round rows).
 BANDIT_COLUMNS = ["kind", "round", "arm", "reward", "regret", "cumulative_regret", "wall_s"]
 
@@ -242,8 +245,12 @@ def plot_learning_curve(run_dir: str | Path, title: str | None = None, window: i
                     color="C3",
                     capsize=3,
                     ms=4,
-                    label="deterministic eval",
+                    label="greedy eval (online weights)",
                 )
+                avg = [r for r in ev if r.get("eval_averaged_mean") not in (None, "")]
+                if avg:
+                    ax.plot(_floats(avg, "step"), _floats(avg, "eval_averaged_mean"), "s--", color="C2", ms=3,
+                            label="greedy eval (averaged weights)")
             ax.set_xlabel("env steps")
             ax.set_ylabel("return")
             ax.legend(loc="best", fontsize=8)

@@ -9,7 +9,6 @@ from pathlib import Path
 import optuna
 import pytest
 from _helpers import read_csv_rows
-from optuna.trial import TrialState
 
 from bongrl import cli, presets, tune
 
@@ -79,7 +78,8 @@ def test_study_writes_preset_train_accepts_and_resumes(
     preset = presets.load_file(out / "best_preset.json")
     assert preset["agent"] == "bongdqn" and preset["steps"] == 100
     hp = preset["hyperparameters"]
-    assert hp["hidden"] == [16] and hp["learning_starts"] == 1000  # fixed by --set / from the CartPole preset
+    # fixed by --set; the CartPole preset adds nothing (its recipe is BongDQN's class defaults)
+    assert hp["hidden"] == [16] and "learning_starts" not in hp
     assert preset["posterior"] == "dlr" and preset["exploration"] == "thompson"
     assert set(tune.searched_keys("dlr", "thompson")) <= set(hp)  # the list itself: test_search_space
     rows = read_csv_rows(out / "trials.csv")
@@ -196,4 +196,44 @@ def test_search_space() -> None:
     )
     assert on["process_noise"] == 1e-5
     assert set(tune.SEARCH_SPACE) >= set(keys) and "prior_std" in tune.search_space_text()
-    assert TrialState.PRUNED.name == "PRUNED"
+
+
+def test_train_trial_stops_when_the_pruner_says_so() -> None:
+    """``report`` returning True stops training at that evaluation (no final eval); False trains the budget."""
+    setup = {"env": "CartPole-v1", "posterior": "diag", "exploration": "thompson", "seed": 0, "device": "cpu",
+             "steps": 200, "eval_every": 50, "eval_episodes": 1}
+    seen: list[int] = []
+    cut = tune.train_trial(setup, {"hidden": [8]}, lambda mean, step: seen.append(step) is None)
+    assert cut["pruned"] and cut["steps"] == 50 and seen == [50] and [s for s, _ in cut["evals"]] == [50]
+    full = tune.train_trial(setup, {"hidden": [8]}, lambda mean, step: False)
+    assert not full["pruned"] and full["steps"] == 200
+    assert [s for s, _ in full["evals"]] == [50, 100, 150, 200]  # every periodic eval, then the final one
+
+
+def test_median_pruner_prunes_a_poor_trial_and_failures_count_as_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study's wiring, without training: trials report scripted eval means; after 3 start-up trials at 10, a
+    trial reporting 0 past the warm-up (40% of 100 steps) is pruned at its first report, and a trial whose
+    training raises is recorded as pruned with the error."""
+    script: list[float | None] = [10.0, 10.0, 10.0, 0.0, None]  # None: training raises
+
+    def scripted(setup: dict, hyper: dict, report=None) -> dict:  # type: ignore[no-untyped-def]
+        value = script.pop(0)
+        if value is None:
+            raise FloatingPointError("posterior diverged")
+        evals = []
+        for step in (50, 100):
+            evals.append((step, value))
+            if report is not None and report(value, step):
+                return {"evals": evals, "pruned": True, "final": value, "auc": value, "steps": step}
+        return {"evals": evals, "pruned": False, "final": value, "auc": value, "steps": 100}
+
+    monkeypatch.setattr(tune, "train_trial", scripted)
+    assert cli.main(tune_args(tmp_path, 5)) == 0
+    assert states(tmp_path) == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED", "PRUNED"] and not script
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    poor, failed = study.trials[3], study.trials[4]
+    assert poor.user_attrs["steps_trained"] == 50 and "error" not in poor.user_attrs
+    assert failed.user_attrs["error"] == "FloatingPointError: posterior diverged"
+    assert [r["state"] for r in read_csv_rows(tmp_path / "out" / "trials.csv")] == states(tmp_path)

@@ -4,6 +4,7 @@ registry, the :class:`~bongrl.exploration.base.ValueModel` view the rule acts on
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections import OrderedDict
 from typing import Any
@@ -17,8 +18,11 @@ from bongrl import registry
 from bongrl.bong import BONG
 from bongrl.device import resolve_device
 from bongrl.exploration.base import ExplorationRule
+from bongrl.posteriors.base import NumericalError
 
 __all__ = ["PosteriorValueAgent", "ExplorationSettings", "mlp", "config_from_kwargs", "DTYPES"]
+
+_log = logging.getLogger("bongrl")
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -150,7 +154,13 @@ class PosteriorValueAgent:
 
     def sample_params(self, n: int) -> Tensor:
         """n posterior samples θ̃ ~ N(μ, Σ) (n, P); with ``linearized_samples`` the deviations θ̃ − μ."""
-        draws = self.est.sample(n)
+        try:
+            draws = self.est.sample(n)
+        except (NumericalError, torch.linalg.LinAlgError) as exc:
+            # a posterior too ill-conditioned to factor in this dtype: act on the mean until the next draw
+            self.failed_samples = getattr(self, "failed_samples", 0) + 1
+            _log.warning("posterior sampling failed (%s): acting on the mean until the next draw", exc)
+            draws = self.est.mean.expand(n, -1).clone()
         return draws - self.est.mean if self.linearized_samples else draws
 
     def _linearized_q(self, obs: Tensor, eps: Tensor) -> Tensor:

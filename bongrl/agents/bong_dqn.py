@@ -14,8 +14,8 @@ Exploration is a plugin (``thompson`` by default: act greedily on a posterior sa
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +28,23 @@ from torch import Tensor
 
 from bongrl import __version__
 from bongrl.agents import rto as _rto
-from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs, mlp
+from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs
+from bongrl.agents.networks import build_q_network
+from bongrl.agents.normalize import WarmupScale, reward_scale
+from bongrl.agents.spaces import EncodedObservations, ObsEncoder
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bongrl.envs.recorder import EpisodeRecorder
+from bongrl.posteriors.base import NumericalError
 
 __all__ = ["BongDQN", "BongDQNConfig"]
 
+_log = logging.getLogger("bongrl")
+
 Callback = Callable[["BongDQN", dict[str, Any]], "bool | None"]
+
+#: Consecutive rejected (non-finite) updates after which training stops with a :class:`NumericalError`: isolated
+#: failures are skipped, but a posterior that can no longer produce a finite update is not learning.
+MAX_REJECTED_IN_A_ROW = 100
 
 
 @dataclass
@@ -45,38 +55,53 @@ class BongDQNConfig(ExplorationSettings):
     """Hidden layer widths of the Q-network MLP (ReLU)."""
     gamma: float = 0.99
     """Discount factor γ_d of the TD target."""
-    obs_std: float = 1.0
-    """σ: standard deviation of the Gaussian TD-target likelihood (the main exploration knob)."""
-    prior_std: float = 0.1
+    obs_std: float = 3.0
+    """σ: standard deviation of the Gaussian TD-target likelihood, in units of the reward scale (see
+    ``reward_normalize``): the main exploration knob."""
+    prior_std: float = 1.0
     """Prior standard deviation of every weight around its (seeded) initial value."""
     rank: int = 10
     """Rank L of the ``dlr`` family (ignored by the others)."""
     method: str = "lin"
     """BONG variant: "lin", "mc-ef" or "mc-hess"."""
+    mean_update: str = "auto"
+    """Mean step of the ``diag`` family (ignored by the others): "gain" (the VD-EKF Kalman gain of the authors'
+    code), "ng" (natural gradient with the diagonal precision; overshoots when many weights share one residual),
+    or "auto" = "gain" for LIN and "ng" for the MC variants (:class:`~bongrl.posteriors.diag.DiagonalPrecision`)."""
     num_samples: int = 10
     """M, samples for the MC variants."""
     forget: float = 1.0
     """Forgetting γ ∈ (0, 1]: before every update θ drifts toward its prior as an Ornstein-Uhlenbeck process,
     μ ← γμ + (1−γ)μ₀, Σ ← γ²Σ + (1−γ²)σ₀²I (the prior is stationary; 1 = static parameters)."""
-    process_noise: float = 0.0
-    """Process noise q ≥ 0 added by the predict step before every update."""
-    target_update: int = 500
+    process_noise: float = 1e-5
+    """Process noise q ≥ 0 added by the predict step before every update. Without it the precision of a static
+    parameter grows without bound, the steps vanish, and the posterior keeps weighing stale bootstrap targets
+    (MountainCar: eval decayed from −101 to −150..−165 by 120k steps; with 1e-5 it held)."""
+    target_update: int = 20
     """Env steps between refreshes of the target network (a copy of the posterior mean)."""
     double_q: bool = True
     """Double-DQN bootstrap: action from the mean network, value from the target network."""
     td_clip: float = 0.0
     """Clip the TD residual y − Q_μ(s, a) to ±td_clip before the update (0 = off): the BONG step then follows the
     Huber loss, as DQN does, which keeps rare huge TD errors from throwing the mean far."""
-    obs_normalize: str = "none"
-    """"none", or "bounds": map every observation dimension whose Box bounds are finite affinely onto [−1, 1]
-    (others pass through). A weight prior N(μ₀, σ₀²I) treats all inputs alike, so inputs on very different scales
-    (MountainCar's velocity spans ±0.07, its position 1.8) give a prior that ignores the small ones."""
+    obs_normalize: str = "auto"
+    """"auto": map every Box dimension whose bounds are finite affinely onto [−1, 1] and standardise the others by
+    their mean and std over the first ``learning_starts`` steps (then frozen; :mod:`bongrl.agents.normalize`);
+    "bounds": the finite ones only (others pass through); "none". A weight prior N(μ₀, σ₀²I) treats all inputs
+    alike, so inputs on very different scales (MountainCar's velocity spans ±0.07, its position 1.8) give a prior
+    that ignores the small ones."""
+    reward_normalize: str = "warmup"
+    """"warmup": rewards are divided by their root mean square over the first ``learning_starts`` steps (then
+    frozen), so ``obs_std`` and the weight prior mean the same on every env (classic control pays ±1 a step:
+    scale 1; LunarLander: ≈10); "none": raw rewards."""
     buffer_size: int = 50_000
     """Replay capacity (used when ``replay_every`` > 0)."""
     learning_starts: int = 1_000
     """Env steps before replay updates begin."""
-    replay_every: int = 0
-    """Env steps between replay updates (0: online updates only)."""
+    replay_every: int = 4
+    """Env steps between replay updates (0: online updates only). Replay re-conditions on stored transitions,
+    so the posterior counts each transition about ``replay_batch × replay_steps / replay_every`` + 1 times: it
+    is a tempered posterior (likelihood to a power ≈ 9 by default), not the exact Bayes posterior of the data."""
     replay_batch: int = 32
     """Transitions conditioned on jointly in one replay update."""
     replay_steps: int = 1
@@ -106,23 +131,41 @@ class BongDQNConfig(ExplorationSettings):
     one full preconditioned step (0). The step alone is exact only when the covariance is the exact inverse
     precision; in float32 with ~10⁵ spread between prior and data precisions it is not (seen on DeepSea with 1024
     features: the step diverged), while PCG with any SPD preconditioner decreases the sweep's objective."""
-    polyak_eval: float = 0.0
-    """τ ∈ [0, 1): deterministic predictions (evaluation, ``predict(deterministic=True)``) act greedily on a
-    Polyak average θ̄ ← (1−τ)θ̄ + τμ of the posterior mean, updated after every (vector) env step, instead of on μ
-    itself (0 = off). The online mean of a value network moves a lot from step to step (CartPole: greedy evals
-    jump 500 → 101 within 5k steps); θ̄ averages over ~1/τ steps. Exploration and TD targets are unchanged."""
-    linearized_samples: bool = False
+    rto_precondition: str = "posterior"
+    """Preconditioner of the randomise-then-optimise sweeps: "posterior" (the BONG covariance: Newton steps for a
+    linear head) or "identity" (the prior covariance σ₀²I, an ablation that shows what BONG's curvature adds)."""
+    polyak_eval: float = 1e-3
+    """τ ∈ [0, 1): keep a Polyak average θ̄ ← (1−τ)θ̄ + τμ of the posterior mean, updated after every (vector) env
+    step (0 = off), for the "averaged" evaluation (:meth:`BongDQN.greedy_predictor`). ``predict(deterministic=True)``
+    acts on the online mean μ; the benchmark protocol reports both, and gives SB3's agents the same average. The
+    online mean of a value network moves a lot from step to step (CartPole: greedy evals jump 500 → 101 within
+    5k steps); θ̄ averages over ~1/τ steps. Exploration and TD targets are unchanged."""
+    linearized_samples: bool = True
     """Thompson samples in BONG-LIN's own linearised model (as NeuralTS does): a sample is a deviation ε ~ N(0, Σ),
     drawn when the rule resamples, that acts through Q_μ(s) + J_μ(s) ε at the current mean μ — instead of the
     network at weights μ + ε. With a broad weight prior (prior_std far above the init scale) weight-space draws
     are networks whose values differ from the mean far beyond the linearised predictive std (MountainCar at 60k
     steps: spread 30 vs 0.8), so every per-episode policy is close to random. Not with ``rto_sweeps``."""
-    posterior_params: str = "all"
-    """"all" weights, or "head" (the last Linear layer; the body stays at its random initialisation)."""
+    posterior_params: str = "auto"
+    """Which weights carry the posterior: "all", "head" (the last Linear layer), or "auto" = "head" for image
+    observations (a CNN body, see :mod:`bongrl.agents.networks`) and "all" otherwise. The body outside the
+    posterior stays at its random initialisation unless ``train_body`` trains it."""
     num_envs: int = 1
     """Vectorised environments (each step gives ``num_envs`` transitions in one batched update)."""
     dtype: str = "float32"
     """"float32" or "float64"."""
+    train_body: str = "auto"
+    """Train the body outside the posterior (``posterior_params`` resolving to "head") as Bayesian DQN
+    (Azizzadenesheli et al. 2018) and NeuralLinear do: every replay minibatch (``replay_every`` > 0) also takes an
+    Adam step on the body for the Huber TD loss of the posterior-mean network (the same TD targets as the BONG
+    step, bootstrapped from the target head). Only the body is trained; the head stays the BONG posterior, which
+    keeps conditioning online on the body's current features (forgetting / process noise let it drop the
+    information about stale ones). "auto": on for image observations, off otherwise (a random-feature body, as
+    before); "on"; "off"."""
+    body_lr: float = 1e-4
+    """Adam learning rate of the body (``train_body``); SB3 DQN's default."""
+    body_grad_clip: float = 10.0
+    """Clip the body's gradient to this global norm before each Adam step (0 = off); SB3 DQN's max_grad_norm."""
 
     def validate(self) -> None:
         if not self.hidden or any((not isinstance(h, int)) or h < 1 for h in self.hidden):
@@ -150,14 +193,28 @@ class BongDQNConfig(ExplorationSettings):
         for name in ("learning_starts", "replay_every", "every", "decay_steps", "rto_sweeps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.obs_normalize not in ("none", "bounds"):
-            raise ValueError(f"obs_normalize must be 'none' or 'bounds', got {self.obs_normalize!r}")
+        if self.obs_normalize not in ("none", "bounds", "auto"):
+            raise ValueError(f"obs_normalize must be 'none', 'bounds' or 'auto', got {self.obs_normalize!r}")
+        if self.reward_normalize not in ("none", "warmup"):
+            raise ValueError(f"reward_normalize must be 'none' or 'warmup', got {self.reward_normalize!r}")
         if not 0.0 <= self.polyak_eval < 1.0:
             raise ValueError(f"polyak_eval must be in [0, 1), got {self.polyak_eval}")
         if self.linearized_samples and self.rto_sweeps > 0:
-            raise ValueError("linearized_samples and rto_sweeps > 0 cannot be combined (RTO samples are weights)")
-        if self.posterior_params not in ("all", "head"):
-            raise ValueError(f"posterior_params must be 'all' or 'head', got {self.posterior_params!r}")
+            raise ValueError(
+                "rto_sweeps > 0 needs linearized_samples=false (randomise-then-optimise samples are weights)"
+            )
+        if self.rto_precondition not in ("posterior", "identity"):
+            raise ValueError(f"rto_precondition must be 'posterior' or 'identity', got {self.rto_precondition!r}")
+        if self.posterior_params not in ("auto", "all", "head"):
+            raise ValueError(f"posterior_params must be 'auto', 'all' or 'head', got {self.posterior_params!r}")
+        if self.train_body not in ("auto", "on", "off"):
+            raise ValueError(f"train_body must be 'auto', 'on' or 'off', got {self.train_body!r}")
+        if not self.body_lr > 0:
+            raise ValueError(f"body_lr must be > 0, got {self.body_lr}")
+        if not self.body_grad_clip >= 0:
+            raise ValueError(f"body_grad_clip must be >= 0, got {self.body_grad_clip}")
+        if self.mean_update not in ("auto", "ng", "gain"):
+            raise ValueError(f"mean_update must be 'auto', 'ng' or 'gain', got {self.mean_update!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
@@ -190,15 +247,15 @@ def _make_vec_env(env: Any, num_envs: int, seed: int) -> tuple[gym.vector.Vector
     raise ValueError(f"env must be a gymnasium env id, Env or VectorEnv, got {type(env).__name__}")
 
 
-def _bounds_affine(space: gym.spaces.Box) -> tuple[Tensor, Tensor]:
+def _bounds_affine(space: gym.spaces.Box) -> tuple[Tensor, Tensor, np.ndarray]:
     """(center, half-width) per dimension mapping finite Box bounds onto [−1, 1]; (0, 1) where a bound is infinite
-    or the range is degenerate or huge (≥ 1e6, i.e. effectively unbounded)."""
+    or the range is degenerate or huge (≥ 1e6, i.e. effectively unbounded); and the flat mask of those others."""
     low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         ok = np.isfinite(low) & np.isfinite(high) & (high - low > 0) & (high - low < 1e6)
     low, high = np.where(ok, low, -1.0), np.where(ok, high, 1.0)
     center, half = (high + low) / 2, (high - low) / 2
-    return torch.as_tensor(center), torch.as_tensor(half)
+    return torch.as_tensor(center), torch.as_tensor(half), ~ok.reshape(-1)
 
 
 class BongDQN(PosteriorValueAgent):
@@ -228,23 +285,43 @@ class BongDQN(PosteriorValueAgent):
         obs_space, act_space = self.env.single_observation_space, self.env.single_action_space
         if not isinstance(act_space, gym.spaces.Discrete):
             raise ValueError(f"BongDQN needs a Discrete action space, got {act_space}")
-        if not isinstance(obs_space, gym.spaces.Box):
-            raise ValueError(f"BongDQN needs a Box observation space, got {obs_space}")
-        self.obs_shape = tuple(obs_space.shape)
+        #: validates and encodes observations of any supported space (:mod:`bongrl.agents.spaces`)
+        self.obs_encoder = ObsEncoder(obs_space)
+        if self.obs_encoder.structured:  # Dict / Tuple: the env emits the flat encoding, the loop sees (B, D) arrays
+            self.env = EncodedObservations(self.env, self.obs_encoder)
+        self.obs_shape = self.obs_encoder.shape if self.obs_encoder.structured else self.obs_encoder.raw_shape
+        head_only = cfg.posterior_params == "head" or (cfg.posterior_params == "auto" and self.obs_encoder.is_image)
+        #: the body outside the posterior is trained by Adam on replay minibatches (``train_body``)
+        self.train_body = self._resolve_train_body(head_only)
         torch.manual_seed(self.seed)
-        net = self._make_net(int(np.prod(self.obs_shape)), cfg.hidden, int(act_space.n), len(self.obs_shape) > 1)
+        net = self._make_net(self.obs_encoder, cfg.hidden, int(act_space.n))
         options = {**cfg.exploration_options(), **(exploration_options or {})}
         self._exploration_options = dict(exploration_options or {})
         self._build(
             net, int(act_space.n), posterior, exploration, options, self.seed, device, DTYPES[cfg.dtype],
             likelihood="gaussian", obs_std=cfg.obs_std, prior_std=cfg.prior_std, method=cfg.method,
-            rank=cfg.rank, num_samples=cfg.num_samples,
-            params=["head.weight", "head.bias"] if cfg.posterior_params == "head" else None,
+            rank=cfg.rank, num_samples=cfg.num_samples, mean_update=cfg.mean_update,
+            params=["head.weight", "head.bias"] if head_only else None,
         )
-        self._obs_affine = (
-            tuple(t.to(self.device, self.dtype) for t in _bounds_affine(obs_space))
-            if cfg.obs_normalize == "bounds" else None
-        )
+        posterior_names = set(self.est.flat.names)
+        self._body_params = [p for n, p in self.est.model.named_parameters() if n not in posterior_names]
+        self._body_opt = torch.optim.Adam(self._body_params, lr=cfg.body_lr) if self.train_body else None
+        self._obs_affine: tuple[Tensor, Tensor] | None = None
+        #: warm-up statistics of the unbounded observation dims ("auto") and of the rewards ("warmup")
+        self._obs_stats: WarmupScale | None = None
+        self._unbounded: np.ndarray | None = None
+        if cfg.obs_normalize != "none" and self.obs_encoder.kind == "box":  # not images / encoded spaces
+            center, half, unbounded = _bounds_affine(obs_space)
+            self._obs_affine = (center.to(self.device, self.dtype), half.to(self.device, self.dtype))
+            if cfg.obs_normalize == "auto" and unbounded.any():
+                self._unbounded = np.nonzero(unbounded)[0]
+                self._obs_stats = WarmupScale(len(self._unbounded))
+        self._reward_stats: WarmupScale | None = WarmupScale(1) if cfg.reward_normalize == "warmup" else None
+        #: the reward unit (``reward_normalize``); TD targets are formed from reward / reward_scale
+        self.reward_scale = 1.0
+        #: updates rejected because they would have made the posterior non-finite (the last good one is kept)
+        self.rejected_updates = 0
+        self._rejected_in_a_row = 0
         self.linearized_samples = cfg.linearized_samples
         self.target_theta = self.est.mean.clone()
         #: Polyak average of the posterior mean for deterministic predictions (``polyak_eval`` > 0), else None
@@ -263,29 +340,82 @@ class BongDQN(PosteriorValueAgent):
         self.increment_reducer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:
-        """Validated observations as the network sees them (rescaled when ``obs_normalize="bounds"``)."""
-        t = super()._obs_tensor(obs, obs_shape, name)
+        """Validated observations as the network sees them (rescaled by ``obs_normalize``)."""
+        return self._normalize_obs(self._raw_obs_tensor(obs, obs_shape, name))
+
+    def _raw_obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:
+        """Validated observations before normalisation (what the replay stores): Box vectors as floats, images as
+        uint8 in their own layout (the network transposes and scales them on the fly), every other space encoded
+        (one-hots, bits, flattened Dict/Tuple: :class:`~bongrl.agents.spaces.ObsEncoder`)."""
+        enc = self.obs_encoder
+        if enc.kind == "box" or (enc.structured and not enc.is_structured_value(obs)):
+            return super()._obs_tensor(obs, obs_shape, name)  # Box, or Dict/Tuple already encoded by the env
+        return enc.network_input(obs, self.device, self.dtype, name)
+
+    def _normalize_obs(self, t: Tensor) -> Tensor:
         if self._obs_affine is None:
             return t
         center, half = self._obs_affine
-        return (t - center) / half
+        return ((t.reshape(t.shape[0], -1) - center.reshape(-1)) / half.reshape(-1)).reshape(t.shape)
+
+    def _warming_up(self) -> bool:
+        """Whether some warm-up statistic is still being estimated (not yet frozen)."""
+        return any(s is not None and not s.frozen for s in (self._reward_stats, self._obs_stats))
+
+    def _update_scales(self, raw_next: np.ndarray, rew: np.ndarray) -> None:
+        """Warm-up statistics (:mod:`bongrl.agents.normalize`): merged every step until ``learning_starts``
+        env steps have passed, then frozen. The current estimate is used from the first step on."""
+        if self._reward_stats is not None and not self._reward_stats.frozen:
+            self._reward_stats.update(np.asarray(rew, dtype=np.float64).reshape(-1, 1))
+            self.reward_scale = reward_scale(self._reward_stats)
+        if self._obs_stats is not None and not self._obs_stats.frozen:
+            self._obs_stats.update(np.asarray(raw_next, dtype=np.float64).reshape(len(rew), -1)[:, self._unbounded])
+            self._apply_obs_stats()
+        if self.num_timesteps >= self.config.learning_starts:
+            for stats in (self._reward_stats, self._obs_stats):
+                if stats is not None:
+                    stats.freeze()
+
+    def _apply_obs_stats(self) -> None:
+        """Write the warm-up mean/std of the unbounded dims into the observation affine. While the std is still 0
+        (one row so far, or a constant dim) the root mean square stands in, and 1 where that is 0 too: each
+        choice scales with the units, so the normalised inputs do not depend on them."""
+        assert self._obs_stats is not None and self._obs_affine is not None and self._unbounded is not None
+        std, rms = self._obs_stats.std(), self._obs_stats.rms()
+        std = np.where(std > 1e-8 * rms, std, np.where(rms > 0, rms, 1.0))
+        center, half = (t.clone().reshape(-1) for t in self._obs_affine)
+        idx = torch.as_tensor(self._unbounded, device=self.device)
+        center[idx] = torch.as_tensor(self._obs_stats.mean, device=self.device, dtype=self.dtype)
+        half[idx] = torch.as_tensor(std, device=self.device, dtype=self.dtype)
+        self._obs_affine = (center.reshape(self._obs_affine[0].shape), half.reshape(self._obs_affine[1].shape))
+
+    def _replay_rows(self, idx: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(obs, act, rew, next_obs, term) of the replay rows ``idx`` (all stored rows when None) as the network
+        and the likelihood see them: observations normalised, rewards in units of :attr:`reward_scale`."""
+        r = self._replay
+        assert r is not None
+        if idx is None:
+            idx = torch.arange(self._replay_size(), device=self.device)
+        return (self._normalize_obs(r["obs"][idx]), r["act"][idx], r["rew"][idx] / self.reward_scale,
+                self._normalize_obs(r["next_obs"][idx]), r["term"][idx])
 
     @staticmethod
-    def _make_net(in_dim: int, hidden: list[int], n_actions: int, flatten: bool) -> torch.nn.Module:
-        net = mlp(in_dim, list(hidden), n_actions)
-        if flatten:  # e.g. DeepSea's (N, N) one-hot grid; the head keeps its name for posterior_params="head"
-            net = torch.nn.Sequential(OrderedDict([("flatten", torch.nn.Flatten()), *net.named_children()]))
-        return net
+    def _make_net(encoder: ObsEncoder, hidden: list[int], n_actions: int) -> torch.nn.Module:
+        """The MLP or CNN Q-network for the encoder's space (:func:`bongrl.agents.networks.build_q_network`)."""
+        return build_q_network(encoder, hidden, n_actions)
 
     # ------------------------------------------------------------------ replay
     def _replay_add(self, obs: Tensor, act: Tensor, rew: Tensor, nxt: Tensor, term: Tensor) -> None:
         cap = self.config.buffer_size
         if self._replay is None:
+            # observations as _raw_obs_tensor gives them: images stay uint8 (50k 84×84×4 frames: 1.4 GB, not 5.6),
+            # encoded spaces are stored encoded (one-hots are small)
+            shape, obs_dtype = tuple(obs.shape[1:]), obs.dtype
             self._replay = {
-                "obs": torch.zeros((cap, *self.obs_shape), dtype=self.dtype, device=self.device),
+                "obs": torch.zeros((cap, *shape), dtype=obs_dtype, device=self.device),
                 "act": torch.zeros(cap, dtype=torch.int64, device=self.device),
                 "rew": torch.zeros(cap, dtype=self.dtype, device=self.device),
-                "next_obs": torch.zeros((cap, *self.obs_shape), dtype=self.dtype, device=self.device),
+                "next_obs": torch.zeros((cap, *shape), dtype=obs_dtype, device=self.device),
                 "term": torch.zeros(cap, dtype=self.dtype, device=self.device),
             }
         for i in range(obs.shape[0]):
@@ -300,6 +430,7 @@ class BongDQN(PosteriorValueAgent):
 
     # ------------------------------------------------------------------ TD update
     def _td_targets(self, rew: Tensor, nxt: Tensor, term: Tensor) -> Tensor:
+        """y = r + γ_d (1 − terminated) Q_target(s', a*) with r in units of :attr:`reward_scale`."""
         cfg = self.config
         with torch.no_grad():
             q_next_t = self.est._call(self.target_theta, nxt)
@@ -315,11 +446,29 @@ class BongDQN(PosteriorValueAgent):
         if cfg.td_clip > 0:
             q_sa = self.q_values(obs).gather(1, act.reshape(-1, 1)).squeeze(1)
             y = q_sa + (y - q_sa).clamp(-cfg.td_clip, cfg.td_clip)
-        self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
-        A, g = self.est.increment(obs, y, index=act)
-        if self.increment_reducer is not None:  # e.g. bongrl.distributed: combine the ranks' increments
-            A, g = self.increment_reducer(A, g)
-        self.est.apply_increment(A, g)
+        before = self.est.state  # family states are replaced, never modified in place: this is a snapshot
+        try:
+            self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
+            A, g = self.est.increment(obs, y, index=act)
+            if self.increment_reducer is not None:  # e.g. bongrl.distributed: combine the ranks' increments
+                A, g = self.increment_reducer(A, g)
+            self.est.apply_increment(A, g)
+        except (NumericalError, torch.linalg.LinAlgError) as exc:
+            # The inputs were validated before (observations, rewards): a non-finite increment or posterior, or a
+            # lost Cholesky, is a numerical failure of this step. Keep the last good posterior and carry on.
+            self.est.state = before
+            self.rejected_updates += 1
+            self._rejected_in_a_row += 1
+            if self.rejected_updates <= 10 or self.rejected_updates % 1000 == 0:
+                _log.warning("step %d: rejected a non-finite BONG update (%s); kept the last good posterior "
+                             "(%d rejected so far)", self.num_timesteps, exc, self.rejected_updates)
+            if self._rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+                raise NumericalError(
+                    f"the last {self._rejected_in_a_row} BONG updates were all rejected as non-finite (last: {exc}); "
+                    f"the posterior ({self.posterior_name}) cannot learn from here"
+                ) from exc
+        else:
+            self._rejected_in_a_row = 0
 
     # ------------------------------------------------------------------ learning
     def learn(
@@ -353,10 +502,11 @@ class BongDQN(PosteriorValueAgent):
         target = self.num_timesteps + int(total_timesteps)
         recent: list[float] = []
         stop = False
-        carried: Tensor | None = None  # last step's next-observation tensor, when no episode ended (= this obs)
+        carried: Tensor | None = None  # last step's raw next-observation tensor, when no episode ended (= this obs)
         try:
             while self.num_timesteps < target and not stop:
-                obs_t = carried if carried is not None else self._obs_tensor(self._obs, self.obs_shape)
+                raw_t = carried if carried is not None else self._raw_obs_tensor(self._obs, self.obs_shape)
+                obs_t = self._normalize_obs(raw_t)
                 act_t = self.rule.act(self, obs_t, self.generator)
                 actions = act_t.cpu().numpy()
                 nxt, rew, term, trunc, info = self.env.step(actions)
@@ -370,13 +520,17 @@ class BongDQN(PosteriorValueAgent):
                 if not np.isfinite(rew64).all():
                     raise ValueError(f"environment returned a non-finite reward at step {self.num_timesteps}")
                 rew_t = torch.as_tensor(rew64, device=self.device).to(self.dtype)
-                next_t = self._obs_tensor(real_next, self.obs_shape, "environment observation")
-                carried = None if done.any() else next_t
+                raw_next_t = self._raw_obs_tensor(real_next, self.obs_shape, "environment observation")
+                carried = None if done.any() else raw_next_t
+                if self._warming_up():
+                    self._update_scales(real_next, rew64)  # before the targets: this step's scale is used
+                    obs_t = self._normalize_obs(raw_t)
+                next_t = self._normalize_obs(raw_next_t)
                 term_t = torch.as_tensor(np.asarray(term, dtype=np.float64), device=self.device).to(self.dtype)
-                y = self._td_targets(rew_t, next_t, term_t)
+                y = self._td_targets(rew_t / self.reward_scale, next_t, term_t)
                 self._bong_step(obs_t, act_t, y)
                 if cfg.replay_every > 0 or cfg.rto_sweeps > 0:
-                    self._replay_add(obs_t, act_t, rew_t, next_t, term_t)
+                    self._replay_add(raw_t, act_t, rew_t, raw_next_t, term_t)  # raw: normalised when sampled
                 self.num_timesteps += self.num_envs
                 if (
                     cfg.replay_every > 0
@@ -436,9 +590,67 @@ class BongDQN(PosteriorValueAgent):
             return
         for _ in range(cfg.replay_steps):
             idx = torch.randint(n, (min(cfg.replay_batch, n),), generator=self.generator).to(self.device)
-            r = self._replay
-            y = self._td_targets(r["rew"][idx], r["next_obs"][idx], r["term"][idx])
-            self._bong_step(r["obs"][idx], r["act"][idx], y)
+            obs, act, rew, nxt, term = self._replay_rows(idx)
+            y = self._td_targets(rew, nxt, term)
+            self._bong_step(obs, act, y)
+            self._body_step(obs, act, y)
+
+    # ------------------------------------------------------------------ body training (train_body)
+    def _resolve_train_body(self, head_only: bool) -> bool:
+        """Whether the body outside the posterior is trained (``train_body``; see :class:`BongDQNConfig`)."""
+        cfg = self.config
+        if cfg.train_body == "off":
+            return False
+        if cfg.train_body == "on" and not head_only:
+            raise ValueError("train_body='on' needs the posterior on the head only (posterior_params='head', "
+                             "or 'auto' with image observations): with 'all' every weight is in the posterior")
+        on = head_only and (cfg.train_body == "on" or self.obs_encoder.is_image)
+        if on and cfg.rto_merge:
+            raise ValueError("train_body cannot be combined with rto_merge (its cached head features assume a "
+                             "fixed body): set train_body='off'")
+        if on and cfg.replay_every == 0:
+            if cfg.train_body == "on":
+                raise ValueError("train_body='on' trains the body on replay minibatches: set replay_every > 0")
+            import warnings
+
+            warnings.warn("the CNN body of image observations is trained on replay minibatches only; with "
+                          "replay_every=0 it stays at its random initialisation", stacklevel=3)
+        return on
+
+    def _body_step(self, obs: Tensor, act: Tensor, y: Tensor) -> None:
+        """One Adam step of the body on a replay minibatch (``train_body``), as Bayesian DQN (Azizzadenesheli et
+        al. 2018) trains its feature network: the Huber loss between Q_μ(s, a) — the network with the BONG
+        posterior-mean head μ and the module's current body — and the TD targets ``y`` (bootstrapped from the
+        target head). Only the body moves; the head posterior conditions online on the new features. The body
+        weights are the module's own parameters, which ``est._call`` reads live on every call."""
+        if self._body_opt is None:
+            return
+        with torch.enable_grad():
+            q = self.est._call(self.est.mean.detach(), obs).gather(1, act.reshape(-1, 1)).squeeze(1)
+            loss = torch.nn.functional.smooth_l1_loss(q, y.detach())
+            self._body_opt.zero_grad(set_to_none=True)
+            loss.backward()
+        if self.config.body_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._body_params, self.config.body_grad_clip)
+        self._body_opt.step()
+
+    def _body_opt_tensors(self) -> dict[str, Tensor]:
+        """The body optimiser's state as checkpoint tensors ``body_opt.<param index>.<key>``."""
+        if self._body_opt is None:
+            return {}
+        return {f"body_opt.{i}.{k}": torch.as_tensor(v) for i, st in self._body_opt.state_dict()["state"].items()
+                for k, v in st.items()}
+
+    def _restore_body_opt(self, tensors: dict[str, Tensor]) -> None:
+        """Load :meth:`_body_opt_tensors`' entries (none: a fresh optimiser, e.g. saved before any body step)."""
+        if self._body_opt is None:
+            return
+        state: dict[int, dict[str, Tensor]] = {}
+        for key, v in tensors.items():
+            if key.startswith("body_opt."):
+                _, i, k = key.split(".", 2)
+                state.setdefault(int(i), {})[k] = v
+        self._body_opt.load_state_dict({"state": state, "param_groups": self._body_opt.state_dict()["param_groups"]})
 
     # ------------------------------------------------------------------ randomise-then-optimise samples
     def sample_params(self, n: int) -> Tensor:
@@ -465,15 +677,29 @@ class BongDQN(PosteriorValueAgent):
         """SB3-style: actions for a single observation or a batch. ``deterministic`` acts greedily on the mean;
         otherwise the exploration rule acts (per-row Thompson samples, redrawn where ``episode_start``)."""
         obs = self._obs_tensor(observation, self.obs_shape)  # validates first (ragged lists, NaN, dtype)
-        single = np.asarray(observation).shape == self.obs_shape
+        single = self.obs_encoder.is_single(observation)
         if deterministic:
-            if self.avg_theta is not None:
-                with torch.no_grad():
-                    act = self.est._call(self.avg_theta, obs).argmax(-1)
-            else:
-                act = self.q_values(obs).argmax(-1)
+            act = self.q_values(obs).argmax(-1)
         else:
             act = self._stochastic_predict(obs, episode_start)
+        out = act.cpu().numpy()
+        return (out[0] if single else out), None
+
+    def greedy_predictor(self, weights: str = "online") -> _GreedyPredictor:
+        """An SB3-style predictor that acts greedily on the ``"online"`` posterior mean μ or on the ``"averaged"``
+        Polyak average θ̄ (``polyak_eval`` > 0). The benchmark protocol evaluates both, for every agent."""
+        if weights not in ("online", "averaged"):
+            raise ValueError(f"weights must be 'online' or 'averaged', got {weights!r}")
+        if weights == "averaged" and self.avg_theta is None:
+            raise ValueError("weights='averaged' needs polyak_eval > 0")
+        return _GreedyPredictor(self, weights)
+
+    def _greedy_actions(self, observation: Any, weights: str) -> tuple[np.ndarray, None]:
+        obs = self._obs_tensor(observation, self.obs_shape)
+        single = self.obs_encoder.is_single(observation)
+        theta = self.avg_theta if weights == "averaged" else self.est.mean
+        with torch.no_grad():
+            act = self.est._call(theta, obs).argmax(-1)
         out = act.cpu().numpy()
         return (out[0] if single else out), None
 
@@ -502,12 +728,16 @@ class BongDQN(PosteriorValueAgent):
         tensors.update({f"net.{k}": v for k, v in self.est.model.state_dict().items()})
         tensors.update({f"rule.{k}": v for k, v in self.rule.state_dict().items()})
         tensors["agent_rng"] = self.generator.get_state()
+        tensors.update(self._body_opt_tensors())
         if include_replay and self._replay is not None:
             tensors.update({f"replay.{k}": v for k, v in self._replay.items()})
         if getattr(self, "_rto_prev", None) is not None:
             tensors["rto_prev"] = self._rto_prev
         if self.avg_theta is not None:
             tensors["avg_theta"] = self.avg_theta
+        for name, stats in (("reward", self._reward_stats), ("obs", self._obs_stats)):
+            if stats is not None:
+                tensors.update({f"scale.{name}.{k}": v for k, v in stats.state_dict().items()})
         loop = self._loop_state()
         if loop is not None:
             tensors["obs"] = torch.as_tensor(np.ascontiguousarray(self._obs))
@@ -526,6 +756,7 @@ class BongDQN(PosteriorValueAgent):
             "num_actions": self.num_actions,
             "replay_pos": self._replay_pos,
             "replay_full": self._replay_full,
+            "rejected_updates": self.rejected_updates,
             "loop": loop,
         }
         return save_checkpoint(path, tensors, meta)
@@ -595,6 +826,7 @@ class BongDQN(PosteriorValueAgent):
         if rule_sd:
             self.rule.load_state_dict({k: v.to(self.device) if k == "theta" else v for k, v in rule_sd.items()})
         self.generator.set_state(tensors["agent_rng"].to(torch.uint8))
+        self._restore_body_opt(tensors)
         replay = sub("replay.")
         if replay:
             self._replay = {k: v.to(self.device) for k, v in replay.items()}
@@ -610,5 +842,25 @@ class BongDQN(PosteriorValueAgent):
             if tensors["avg_theta"].shape != self.avg_theta.shape:
                 raise ValueError("'avg_theta' has the wrong number of parameters")
             self.avg_theta = tensors["avg_theta"].to(self.device, self.dtype)
+        for name, stats in (("reward", self._reward_stats), ("obs", self._obs_stats)):
+            if stats is not None:
+                stats.load_state_dict(sub(f"scale.{name}."))
+        if self._reward_stats is not None:
+            self.reward_scale = reward_scale(self._reward_stats)
+        if self._obs_stats is not None and self._obs_stats.count:
+            self._apply_obs_stats()
+        self.rejected_updates = int(meta.get("rejected_updates", 0))
         if meta.get("loop") and "obs" in tensors:
             self._restore_loop(tensors, meta["loop"])
+
+
+class _GreedyPredictor:
+    """``predict`` acting greedily on one set of BongDQN weights (see :meth:`BongDQN.greedy_predictor`)."""
+
+    def __init__(self, agent: BongDQN, weights: str) -> None:
+        self.agent, self.weights = agent, weights
+
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        return self.agent._greedy_actions(observation, self.weights)

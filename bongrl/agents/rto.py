@@ -25,7 +25,7 @@ def _rto_sample(self) -> Tensor:
     """
     if self.config.rto_merge:
         return self._rto_sample_merged()
-    cfg, est, r = self.config, self.est, self._replay
+    cfg, est = self.config, self.est
     n = self._replay_size()
     P = est.num_params
     g = self.generator
@@ -33,14 +33,22 @@ def _rto_sample(self) -> Tensor:
     anchor = est.prior_mean + prior_std * torch.randn(P, generator=g, dtype=self.dtype).to(self.device)
     noise = cfg.obs_std * torch.randn(n, generator=g, dtype=self.dtype).to(self.device)
     theta = self._rto_prev if getattr(self, "_rto_prev", None) is not None else est.mean.clone()
-    obs, act, rew, nxt, term = (r[k][:n] for k in ("obs", "act", "rew", "next_obs", "term"))
+    obs, act, rew, nxt, term = self._replay_rows()
     for _ in range(cfg.rto_sweeps):
         with torch.no_grad():
             y = rew + noise + cfg.gamma * (1.0 - term) * est._call(theta, nxt).max(-1).values
         grad_lik = _loglik_grad(est, theta, obs, act, y, None, cfg.obs_std**2)
         grad = grad_lik + (anchor - theta) / prior_std**2
-        theta = theta + cfg.rto_step * est.family.precondition(est.state, grad)
+        theta = theta + cfg.rto_step * _precondition(self, grad)
     return _keep(self, theta)
+
+
+def _precondition(self: Any, v: Tensor) -> Tensor:
+    """The sweeps' preconditioner applied to v: the BONG posterior covariance Σ v (``rto_precondition=
+    "posterior"``), or the prior covariance σ₀² v (``"identity"``: the ablation without BONG's curvature)."""
+    if self.config.rto_precondition == "identity":
+        return v * self.config.prior_std**2
+    return self.est.family.precondition(self.est.state, v)
 
 
 def _loglik_grad(est: Any, theta: Tensor, obs: Tensor, act: Tensor, y: Tensor, count: Tensor | None,
@@ -63,7 +71,7 @@ def _keep(self: Any, theta: Tensor) -> Tensor:
 
 def _rto_merge_new(self) -> dict[str, Any]:
     """Fold the transitions added to the replay since the last call into the merged store (``rto_merge``)."""
-    cfg, r = self.config, self._replay
+    cfg = self.config
     store = getattr(self, "_rto_store", None)
     if store is None:
         store = {"keys": {}, "m": 0, "seen": self.num_timesteps - self._replay_size(), "features": None}
@@ -82,7 +90,7 @@ def _rto_merge_new(self) -> dict[str, Any]:
         return store
     cap = cfg.buffer_size
     idx = (self._replay_pos - n_new + torch.arange(n_new)) % cap
-    obs, act, rew, nxt, term = (r[k][idx.to(self.device)] for k in ("obs", "act", "rew", "next_obs", "term"))
+    obs, act, rew, nxt, term = self._replay_rows(idx.to(self.device))
     o_np, n_np = obs.reshape(n_new, -1).cpu().numpy(), nxt.reshape(n_new, -1).cpu().numpy()
     a_np, t_np = act.cpu().numpy(), term.cpu().numpy()
     rows, fresh = [], []
@@ -141,7 +149,7 @@ def _rto_sample_merged(self) -> Tensor:
         return torch.cat([gW.reshape(-1), torch.zeros(A, dtype=w.dtype, device=w.device).index_add_(0, act, w)])
 
     def pcg(theta: Tensor, r: Tensor) -> Tensor:
-        z = est.family.precondition(est.state, r)
+        z = _precondition(self, r)
         d, rz = z, r @ z
         for _ in range(cfg.rto_cg):
             Ad = d / prior_std**2 + jt(count * jv(d)) / s2
@@ -150,7 +158,7 @@ def _rto_sample_merged(self) -> Tensor:
                 break
             alpha = rz / dAd
             theta, r = theta + alpha * d, r - alpha * Ad
-            z = est.family.precondition(est.state, r)
+            z = _precondition(self, r)
             rz_new = r @ z
             d, rz = z + (rz_new / rz) * d, rz_new
         return theta
@@ -170,5 +178,5 @@ def _rto_sample_merged(self) -> Tensor:
                 y = rbar + cont * clip(est._call(theta, nxt).max(-1).values)
             grad_lik = _loglik_grad(est, theta, obs, act, y, count, s2)
         grad = grad_lik + (anchor - theta) / prior_std**2
-        theta = theta + cfg.rto_step * est.family.precondition(est.state, grad)
+        theta = theta + cfg.rto_step * _precondition(self, grad)
     return _keep(self, theta)

@@ -57,6 +57,10 @@ class ThompsonBanditConfig(ExplorationSettings):
     """DLR rank."""
     method: str = "lin"
     """BONG variant: "lin", "mc-ef" or "mc-hess"."""
+    mean_update: str = "auto"
+    """Mean step of the ``diag`` family (ignored by the others): "gain" (the VD-EKF Kalman gain of the authors'
+    code), "ng" (natural gradient with the diagonal precision; overshoots when many weights share one residual),
+    or "auto" = "gain" for LIN and "ng" for the MC variants (:class:`~bongrl.posteriors.diag.DiagonalPrecision`)."""
     num_samples: int = 10
     """M for the MC variants."""
     forget: float = 1.0
@@ -79,6 +83,8 @@ class ThompsonBanditConfig(ExplorationSettings):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.forget <= 1.0:
             raise ValueError(f"forget must be in (0, 1], got {self.forget}")
+        if self.mean_update not in ("auto", "ng", "gain"):
+            raise ValueError(f"mean_update must be 'auto', 'ng' or 'gain', got {self.mean_update!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
@@ -130,6 +136,7 @@ class ThompsonBandit(PosteriorValueAgent):
             net, self.n_arms, posterior, exploration, cfg.exploration_options(), self.seed, device,
             DTYPES[cfg.dtype], likelihood=cfg.likelihood, obs_std=cfg.obs_std, prior_std=cfg.prior_std,
             prior_mean=prior_mean, method=cfg.method, rank=cfg.rank, num_samples=cfg.num_samples,
+            mean_update=cfg.mean_update,
         )
         self.obs_shape = (self.context_dim,)
         self.rule.reset(1)
