@@ -5,14 +5,19 @@ evaluation. Each is warmed up first (BongDQN: ``--warmup`` steps; SB3 DQN: its `
 train_freq period, so that the timed window is in the regime where gradient steps run), then ``learn`` is
 timed for ``--steps`` further env steps. Throughput is reported per wall second and per CPU second of this
 process (``time.process_time``; robust to other processes on a shared machine); the ratios use CPU
-seconds. BongDQN is also timed with ``num_envs=8`` (a SyncVectorEnv of 8 CartPoles, one batched BONG
-update per vector step). Finally one BongDQN run (num_envs=1) is profiled with cProfile (CPU-time timer)
-and its time is broken down by component.
+seconds. Both are timed with 1 env and with 8 envs, and each ratio compares equal env counts: BongDQN with
+``num_envs=8`` (a SyncVectorEnv of 8 CartPoles, one batched BONG update per vector step) against SB3 DQN with
+``n_envs=8`` (``make_vec_env(..., n_envs=8)``, a DummyVecEnv). The zoo preset is kept as it is, with SB3's own
+semantics: ``train_freq`` counts vector steps, so at 8 envs DQN does its ``gradient_steps`` every
+``train_freq`` × 8 env steps (reported as ``gradient_steps_per_env_step``) — as BongDQN's ``replay_every``
+counts vector steps. Finally one BongDQN run (num_envs=1) is profiled with cProfile (CPU-time timer) and its
+time is broken down by component.
 
 Usage::
 
     python scripts/bench_throughput.py                     # ~1-2 CPU-minutes
     python scripts/bench_throughput.py --steps 2000 --out /tmp/bench.json
+    python scripts/bench_throughput.py --steps 200 --warmup 100 --profile-steps 100 --out /tmp/b.json  # smoke
 """
 
 from __future__ import annotations
@@ -67,16 +72,19 @@ def bongdqn(steps: int, warmup: int, num_envs: int = 1, seed: int = 0) -> dict[s
     }
 
 
-def sb3_dqn(steps: int, seed: int = 0) -> dict[str, Any]:
-    hp = sb3.resolved("dqn", ENV)
+def sb3_dqn(steps: int, n_envs: int = 1, seed: int = 0) -> dict[str, Any]:
+    """SB3 DQN with the zoo preset on ``n_envs`` envs, warmed up past ``learning_starts`` and one training
+    period (``train_freq`` vector steps = ``train_freq * n_envs`` env steps), then timed for ``steps``."""
+    hp = sb3.resolved("dqn", ENV, {"n_envs": n_envs})
     model = sb3.make_model("dqn", ENV, seed, hp)
-    warm = int(hp["learning_starts"]) + int(hp["train_freq"])
-    model.learn(warm)
+    period = int(hp["train_freq"]) * n_envs  # env steps between training phases
+    model.learn(int(hp["learning_starts"]) + period)
     start = model.num_timesteps
     wall, cpu = _timed(lambda: model.learn(steps, reset_num_timesteps=False))
     done = model.num_timesteps - start
     return {
         "agent": "sb3-dqn",
+        "num_envs": n_envs,
         "hyperparameters": hp,
         "warmup_steps": start,
         "steps": done,
@@ -84,8 +92,13 @@ def sb3_dqn(steps: int, seed: int = 0) -> dict[str, Any]:
         "cpu_s": cpu,
         "steps_per_wall_s": done / wall,
         "steps_per_cpu_s": done / cpu,
-        "gradient_steps_per_env_step": hp["gradient_steps"] / hp["train_freq"],
+        "gradient_steps_per_env_step": hp["gradient_steps"] / period,
     }
+
+
+def _show(label: str, res: dict[str, Any]) -> dict[str, Any]:
+    print(f"{label:<11}: {res['steps_per_cpu_s']:8.0f} steps/CPU-s ({res['steps_per_wall_s']:.0f}/wall-s)")
+    return res
 
 
 COMPONENTS = {
@@ -172,12 +185,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    dqn = sb3_dqn(args.steps)
-    print(f"sb3 dqn     : {dqn['steps_per_cpu_s']:8.0f} steps/CPU-s ({dqn['steps_per_wall_s']:.0f}/wall-s)")
-    b1 = bongdqn(args.steps, args.warmup, 1)
-    print(f"bongdqn x1  : {b1['steps_per_cpu_s']:8.0f} steps/CPU-s ({b1['steps_per_wall_s']:.0f}/wall-s)")
-    b8 = bongdqn(args.steps, args.warmup, 8)
-    print(f"bongdqn x8  : {b8['steps_per_cpu_s']:8.0f} steps/CPU-s ({b8['steps_per_wall_s']:.0f}/wall-s)")
+    dqn1 = _show("sb3 dqn x1", sb3_dqn(args.steps, 1))
+    dqn8 = _show("sb3 dqn x8", sb3_dqn(args.steps, 8))
+    b1 = _show("bongdqn x1", bongdqn(args.steps, args.warmup, 1))
+    b8 = _show("bongdqn x8", bongdqn(args.steps, args.warmup, 8))
     prof = profile(args.profile_steps, args.warmup, args.top)
     for label, v in prof["breakdown"].items():
         print(f"  {v['fraction'] * 100:5.1f}%  {label}")
@@ -193,13 +204,15 @@ def main() -> None:
         },
         "note": "shared machine (other processes running): wall-clock rates vary; CPU-second rates are the "
         "comparable numbers",
-        "sb3_dqn": dqn,
+        "sb3_dqn_num_envs_1": dqn1,
+        "sb3_dqn_num_envs_8": dqn8,
         "bongdqn_num_envs_1": b1,
         "bongdqn_num_envs_8": b8,
         "ratio_bongdqn_over_sb3_dqn": {
-            "num_envs_1": b1["steps_per_cpu_s"] / dqn["steps_per_cpu_s"],
-            "num_envs_8": b8["steps_per_cpu_s"] / dqn["steps_per_cpu_s"],
-            "basis": "env steps per CPU second, same process, 1 torch thread",
+            "num_envs_1": b1["steps_per_cpu_s"] / dqn1["steps_per_cpu_s"],
+            "num_envs_8": b8["steps_per_cpu_s"] / dqn8["steps_per_cpu_s"],
+            "basis": "env steps per CPU second at equal env counts (BongDQN num_envs = SB3 DQN n_envs), same "
+            "process, 1 torch thread; both presets unchanged (train_freq / replay_every count vector steps)",
         },
         "bongdqn_profile": prof,
         "bench_wall_s": time.perf_counter() - t0,
@@ -208,7 +221,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     r = result["ratio_bongdqn_over_sb3_dqn"]
     print(
-        f"ratio bongdqn/sb3-dqn: {r['num_envs_1']:.3f} (num_envs=1), {r['num_envs_8']:.3f} (num_envs=8); "
+        f"ratio bongdqn/sb3-dqn at equal env counts: {r['num_envs_1']:.3f} (1 env each), "
+        f"{r['num_envs_8']:.3f} (8 envs each); "
         f"wrote {args.out}"
     )
 

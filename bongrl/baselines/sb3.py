@@ -19,7 +19,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALGOS", "EvalHook", "NormalizedPredictor", "available", "make_model", "predictor", "zoo_preset"]
+__all__ = [
+    "ALGOS",
+    "AVERAGED_NET",
+    "EvalHook",
+    "NormalizedPredictor",
+    "PolyakAverage",
+    "PolyakHook",
+    "available",
+    "make_model",
+    "predictor",
+    "zoo_preset",
+]
 
 #: compare's agent name -> (module, class)
 ALGOS: dict[str, tuple[str, str]] = {
@@ -27,6 +38,10 @@ ALGOS: dict[str, tuple[str, str]] = {
     "qrdqn": ("sb3_contrib", "QRDQN"),
     "ppo": ("stable_baselines3", "PPO"),
 }
+
+#: compare's agent name -> the model attribute holding the network that acts greedily (its Polyak average is
+#: the "averaged" evaluation: DQN's Q-network, QR-DQN's quantile network, PPO's whole actor-critic policy)
+AVERAGED_NET: dict[str, str] = {"dqn": "q_net", "qrdqn": "quantile_net", "ppo": "policy"}
 
 #: preset keys that are not constructor arguments
 _META = ("source", "n_timesteps", "n_envs", "normalize", "policy")
@@ -86,8 +101,16 @@ def _schedule(value: Any) -> Any:
     return value
 
 
-def resolved(algo: str, env_id: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The preset with ``overrides`` applied (JSON-able; what a run records as its hyperparameters)."""
+def resolved(
+    algo: str, env_id: str, overrides: dict[str, Any] | None = None, sb3_defaults: bool = False
+) -> dict[str, Any]:
+    """The preset with ``overrides`` applied (JSON-able; what a run records as its hyperparameters). With
+    ``sb3_defaults``, an env without a zoo preset gets SB3's own constructor defaults instead of an error."""
+    if sb3_defaults and env_id not in _presets().get(algo, {}):
+        preset: dict[str, Any] = {"source": f"SB3 defaults (rl-baselines3-zoo has no {algo} preset for {env_id})",
+                                  "policy": "MlpPolicy"}
+        preset.update(overrides or {})
+        return preset
     preset = zoo_preset(algo, env_id)
     preset.update(overrides or {})
     return preset
@@ -130,22 +153,63 @@ def make_model(
 
 
 class NormalizedPredictor:
-    """``predict`` through the model's VecNormalize observation statistics (frozen copy at call time)."""
+    """``predict`` through the model's VecNormalize observation statistics (frozen copy at call time).
 
-    def __init__(self, model: Any) -> None:
+    ``policy`` (default: the model) is what acts on the normalised observation, e.g. a Polyak-averaged copy
+    of the model's network (:class:`PolyakAverage`)."""
+
+    def __init__(self, model: Any, policy: Any = None) -> None:
         self.model = model
+        self.policy = model if policy is None else policy
         self.vecnorm = model.get_vec_normalize_env()
 
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
     ) -> tuple[np.ndarray, Any]:
         obs = self.vecnorm.normalize_obs(np.asarray(observation))
-        return self.model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        return self.policy.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
 
 
-def predictor(model: Any) -> Any:
-    """What :func:`bongrl.envs.wrappers.evaluate` should call: the model, or a normalising wrapper."""
-    return NormalizedPredictor(model) if model.get_vec_normalize_env() is not None else model
+def predictor(model: Any, policy: Any = None) -> Any:
+    """What :func:`bongrl.envs.wrappers.evaluate` should call: ``policy`` (default: the model itself), wrapped
+    to normalise observations when the model trains on a VecNormalize env."""
+    policy = model if policy is None else policy
+    return NormalizedPredictor(model, policy) if model.get_vec_normalize_env() is not None else policy
+
+
+class PolyakAverage:
+    """An exponential moving average θ̄ ← (1 − τ) θ̄ + τ θ of one network's parameters.
+
+    ``averaged`` is a deep copy of ``net`` (an SB3 ``BasePolicy``: DQN's ``q_net``, QR-DQN's ``quantile_net``
+    or PPO's ``policy``), so ``averaged.predict(obs, deterministic=True)`` is the policy's own greedy /
+    deterministic action (same preprocessing, same argmax) computed with the averaged weights. Buffers, if
+    any, are copied, not averaged.
+    """
+
+    def __init__(self, net: Any, tau: float) -> None:
+        if not 0.0 < tau <= 1.0:
+            raise ValueError(f"the Polyak rate tau must be in (0, 1], got {tau!r}")
+        self.online = net
+        self.averaged = copy.deepcopy(net)
+        self.averaged.requires_grad_(False)
+        self.tau = float(tau)
+        self._params = list(zip(self.averaged.parameters(), self.online.parameters(), strict=True))
+        self._buffers = list(zip(self.averaged.buffers(), self.online.buffers(), strict=True))
+
+    @classmethod
+    def of(cls, model: Any, algo: str, tau: float) -> PolyakAverage:
+        """The average of ``model``'s acting network (:data:`AVERAGED_NET`) for compare agent ``algo``."""
+        return cls(getattr(model, AVERAGED_NET[algo]), tau)
+
+    def update(self) -> None:
+        """One averaging step towards the online network's current parameters."""
+        import torch
+
+        with torch.no_grad():
+            for avg, cur in self._params:
+                avg.lerp_(cur, self.tau)
+            for avg, cur in self._buffers:
+                avg.copy_(cur)
 
 
 def _callback_base() -> type:
@@ -181,3 +245,21 @@ class EvalHook:
                 return (on_step(self.model, int(self.num_timesteps)) is not False) and keep
 
         return _Hook()
+
+
+class PolyakHook:
+    """Factory for an SB3 ``BaseCallback`` that steps a :class:`PolyakAverage` after every vectorised env step.
+
+    List it before an :class:`EvalHook` (``model.learn(..., callback=[PolyakHook(avg), EvalHook(...)])``) so that
+    an evaluation at step t sees the average updated with step t, as BongDQN's ``polyak_eval`` does.
+    """
+
+    def __new__(cls, average: PolyakAverage) -> Any:
+        base = _callback_base()
+
+        class _Polyak(base):  # type: ignore[misc, valid-type]
+            def _on_step(self) -> bool:
+                average.update()
+                return True
+
+        return _Polyak()
