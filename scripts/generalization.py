@@ -1,0 +1,144 @@
+"""BongDQN's class defaults on environments, against SB3 DQN, on held-out seeds.
+
+For each environment this runs ``bongrl compare`` with two agents: BongDQN built from its class defaults alone
+(no preset, no override: what ``BongDQN(env)`` gives a new user) and SB3 DQN with the rl-baselines3-zoo preset
+where the zoo has one, SB3's own defaults otherwise. Both get the same protocol: deterministic episodes on a
+separate env every ``eval_every`` steps, evaluated twice — on the weights being trained (online, the headline)
+and on an exponential moving average of them with the same τ for both agents (averaged). Seeds 100+ were never
+used to choose any setting (the classic-control recipe behind the defaults was chosen on seeds 0-9).
+
+Writes ``<out>/<env>/`` (compare's per-run curves, summary.md/json, learning_curves.png) and ``<out>/README.md``
+(one table over the environments: final and last-three evaluations per seed, failures, rejected updates, and
+whether BongDQN is at or above DQN's mean final online evaluation).
+
+Examples::
+
+    python scripts/generalization.py --jobs 2                          # everything, seeds 100-104
+    python scripts/generalization.py --envs CartPole FrozenLake --seeds 100-104
+    python scripts/generalization.py --envs LunarLander --steps LunarLander=100000 --seeds 100-102
+    python scripts/generalization.py --table-only                      # rebuild README.md from finished runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: name -> (env id, env kwargs, env steps, eval every, eval episodes)
+ENVS: dict[str, tuple[str, dict[str, Any], int, int, int]] = {
+    "CartPole": ("CartPole-v1", {}, 50_000, 5_000, 10),
+    "Acrobot": ("Acrobot-v1", {}, 100_000, 10_000, 5),
+    "MountainCar": ("MountainCar-v0", {}, 120_000, 10_000, 5),
+    "LunarLander": ("LunarLander-v3", {}, 200_000, 20_000, 5),
+    "FrozenLake": ("FrozenLake-v1", {"map_name": "8x8", "is_slippery": False}, 50_000, 5_000, 10),
+    "MinAtarBreakout": ("MinAtar/Breakout-v1", {}, 500_000, 50_000, 5),
+}
+AGENTS = ["bongdqn", "dqn"]
+
+
+def _parse_steps(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in ENVS or not value.isdigit():
+            raise SystemExit(f"generalization.py: --steps takes NAME=N with NAME in {', '.join(ENVS)}; got {item!r}")
+        out[name] = int(value)
+    return out
+
+
+def run(names: list[str], seeds: str, jobs: int, out: Path, steps: dict[str, int], quiet: bool) -> None:
+    from bongrl import compare
+
+    for name in names:
+        env_id, kwargs, budget, every, episodes = ENVS[name]
+        budget = steps.get(name, budget)
+        t0 = time.perf_counter()
+        print(f"== {name}: {env_id} {kwargs or ''} {budget} steps, seeds {seeds}", flush=True)
+        compare.run_compare(
+            env_id, budget, seeds, agents=AGENTS, out=out / name, jobs=jobs, eval_every=every,
+            eval_episodes=episodes, env_kwargs=kwargs, quiet=quiet, defaults_only=True,
+        )
+        print(f"== {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _per_seed(values: list[float | None], status: list[str]) -> str:
+    return ", ".join("failed" if s != "complete" else _fmt(v, 0) for v, s in zip(values, status, strict=True))
+
+
+def table(out: Path) -> str:
+    """The README table over every environment with a summary.json under ``out``."""
+    rows = [
+        "| env | budget | seeds | agent | online final (mean ± std) | online final per seed | online last-3 mean "
+        "| averaged final | failed runs | rejected updates | BongDQN ≥ DQN (online final) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    wins = total = 0
+    for name in ENVS:
+        path = out / name / "summary.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        ag = s["agents"]
+        verdict = ""
+        if all(a in ag for a in AGENTS):
+            b, d = ag["bongdqn"]["online"]["final_mean"], ag["dqn"]["online"]["final_mean"]
+            if b is not None and d is not None:
+                total += 1
+                win = b >= d
+                wins += win
+                verdict = f"{'yes' if win else '**no**'} ({_fmt(b)} vs {_fmt(d)})"
+        for agent in AGENTS:
+            if agent not in ag:
+                continue
+            a = ag[agent]
+            on, av = a["online"], a["averaged"]
+            rejected = a.get("rejected_updates_per_seed")
+            rows.append(
+                f"| {name} | {s['steps']} | {','.join(map(str, a['seeds']))} | {agent} "
+                f"| {_fmt(on['final_mean'])} ± {_fmt(on['final_std'])} "
+                f"| {_per_seed(on['final_per_seed'], a['status_per_seed'])} "
+                f"| {_fmt(on['last3_mean'])} | {_fmt(av['final_mean'])} ± {_fmt(av['final_std'])} "
+                f"| {a['failed']}/{len(a['seeds'])} "
+                f"| {'–' if rejected is None else sum(r or 0 for r in rejected)} "
+                f"| {verdict if agent == 'bongdqn' else ''} |"
+            )
+    rows.append("")
+    rows.append(f"BongDQN at or above SB3 DQN's mean final online evaluation on {wins} of {total} environments.")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--envs", nargs="+", default=[n for n in ENVS if n != "MinAtarBreakout"], choices=list(ENVS))
+    ap.add_argument("--seeds", default="100-104", help="held-out seeds (never used to choose settings)")
+    ap.add_argument("--steps", nargs="*", default=[], metavar="NAME=N", help="budget overrides per env")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="results/generalization")
+    ap.add_argument("--table-only", action="store_true", help="only rebuild README.md from finished runs")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if not args.table_only:
+        run(args.envs, args.seeds, args.jobs, out, _parse_steps(args.steps), args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    text = table(out)
+    (out / "README.md").write_text(
+        "# BongDQN class defaults vs SB3 DQN on held-out seeds\n\n"
+        "Made by `python scripts/generalization.py` (see its docstring for the protocol). BongDQN: class "
+        "defaults, no preset. SB3 DQN: rl-zoo preset where one exists, SB3 defaults otherwise. Online = the "
+        "weights being trained (headline); averaged = their EMA with the same τ for both agents.\n\n" + text
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
