@@ -21,7 +21,8 @@ Reduction (:func:`reduce_increment`):
   untruncated Woodbury mean step and the truncation of ``[W | A_all]`` are the single-process ones on the
   concatenated batch. For ``full`` this moves R·K·P numbers instead of the P² of a dense ``all_reduce`` of AAᵀ
   (cheaper whenever R·K < P).
-* ``diag``: only rowsum(A²) enters the update, so ``all_reduce(SUM)`` one (2, P) block [rowsum(A_r²); g_r] and
+* ``diag`` with the natural-gradient mean step (``mean_update="ng"``; the gain step uses A itself and takes the
+  default path): only rowsum(A²) enters the update, so ``all_reduce(SUM)`` one (2, P) block [rowsum(A_r²); g_r] and
   hand the family the single column √(Σ_r rowsum(A_r²)) — 2P numbers per step whatever R and K are. The
   reduced buffer is the same on every rank (ring/tree all-reduce computes each sum once and copies it), which
   :func:`assert_same_posterior` checks.
@@ -120,10 +121,12 @@ def _is_diag(family: PosteriorFamily | str | None) -> bool:
     if family is None:
         return False
     if isinstance(family, str):
-        return family == "diag"
+        return False  # a name does not say which mean step: the generic all-gather is right for every one
     from bongrl.posteriors.diag import DiagonalPrecision
 
-    return type(family) is DiagonalPrecision  # exact type: a subclass may use more of A than rowsum(A²)
+    # exact type (a subclass may use more of A than rowsum(A²)), and the natural-gradient mean step only: the
+    # VD-EKF gain step (mean_update "gain", the LIN default) needs the columns of A themselves
+    return type(family) is DiagonalPrecision and family.mean_form == "ng"
 
 
 def reduce_increment(

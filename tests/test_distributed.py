@@ -203,3 +203,14 @@ def test_attach_reducer_uses_the_hook_or_wraps_update() -> None:
     ref.update(x, y, idx)
     assert calls == [5]
     assert posterior_hash(est.state) == posterior_hash(ref.state)
+
+
+def test_diag_compact_reduction_only_for_the_natural_gradient_step() -> None:
+    """The 2P all-reduce of diag carries rowsum(A²) only: right for mean_update="ng", wrong for the gain step
+    (the default for LIN), which needs A's columns and so takes the generic all-gather."""
+    from bongrl.distributed import _is_diag
+    from bongrl.posteriors.diag import DiagonalPrecision
+
+    assert _is_diag(DiagonalPrecision(mean_update="ng"))
+    assert not _is_diag(DiagonalPrecision(mean_update="gain")) and not _is_diag(DiagonalPrecision())
+    assert not _is_diag("diag")
