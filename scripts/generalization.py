@@ -77,10 +77,10 @@ def table(out: Path) -> str:
     """The README table over every environment with a summary.json under ``out``."""
     rows = [
         "| env | budget | seeds | agent | online final (mean ± std) | online final per seed | online last-3 mean "
-        "| averaged final | failed runs | rejected updates | BongDQN ≥ DQN (online final) |",
+        "| averaged final | failed runs | rejected updates | BongDQN vs DQN (online final means) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    wins = total = 0
+    above = ties = below = 0
     for name in ENVS:
         path = out / name / "summary.json"
         if not path.is_file():
@@ -91,10 +91,15 @@ def table(out: Path) -> str:
         if all(a in ag for a in AGENTS):
             b, d = ag["bongdqn"]["online"]["final_mean"], ag["dqn"]["online"]["final_mean"]
             if b is not None and d is not None:
-                total += 1
-                win = b >= d
-                wins += win
-                verdict = f"{'yes' if win else '**no**'} ({_fmt(b)} vs {_fmt(d)})"
+                if b > d:
+                    above += 1
+                    verdict = f"above ({_fmt(b)} vs {_fmt(d)})"
+                elif b == d:
+                    ties += 1
+                    verdict = f"tie ({_fmt(b)} vs {_fmt(d)})"
+                else:
+                    below += 1
+                    verdict = f"**below** ({_fmt(b)} vs {_fmt(d)})"
         for agent in AGENTS:
             if agent not in ag:
                 continue
@@ -107,11 +112,14 @@ def table(out: Path) -> str:
                 f"| {_per_seed(on['final_per_seed'], a['status_per_seed'])} "
                 f"| {_fmt(on['last3_mean'])} | {_fmt(av['final_mean'])} ± {_fmt(av['final_std'])} "
                 f"| {a['failed']}/{len(a['seeds'])} "
-                f"| {'–' if rejected is None else sum(r or 0 for r in rejected)} "
+                f"| {'–' if not rejected or all(r is None for r in rejected) else sum(r or 0 for r in rejected)} "
                 f"| {verdict if agent == 'bongdqn' else ''} |"
             )
     rows.append("")
-    rows.append(f"BongDQN at or above SB3 DQN's mean final online evaluation on {wins} of {total} environments.")
+    rows.append(
+        f"BongDQN's mean final online evaluation is above SB3 DQN's on {above} environment(s), equal on {ties} "
+        f"and below on {below}."
+    )
     return "\n".join(rows) + "\n"
 
 

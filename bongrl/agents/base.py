@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.func import jvp, vmap
 
 from bongrl import registry
+from bongrl.agents.spaces import as_real_array
 from bongrl.bong import BONG
 from bongrl.device import resolve_device
 from bongrl.exploration.base import ExplorationRule
@@ -181,12 +182,7 @@ class PosteriorValueAgent:
 
     # ------------------------------------------------------------------ helpers
     def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:
-        try:
-            arr = np.asarray(obs)
-        except (TypeError, ValueError) as exc:  # e.g. ragged nested lists
-            raise ValueError(f"{name} must be a numeric array: {exc}") from exc
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_):
-            raise ValueError(f"{name} must be real-valued (int, float or bool), got dtype {arr.dtype}")
+        arr = as_real_array(obs, name)
         if arr.shape == obs_shape:
             arr = arr[None]
         if arr.shape[1:] != obs_shape:

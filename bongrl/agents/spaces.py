@@ -39,12 +39,12 @@ from torch import Tensor
 
 from bongrl.envs.recorder import EpisodeRecorder
 
-__all__ = ["ObsEncoder", "EncodedObservations", "SUPPORTED_SPACES"]
+__all__ = ["ObsEncoder", "EncodedObservations", "SUPPORTED_SPACES", "as_real_array"]
 
 SUPPORTED_SPACES = "Box, Discrete, MultiDiscrete, MultiBinary, and Dict/Tuple of these"
 
 
-def _as_array(obs: Any, name: str) -> np.ndarray:
+def as_real_array(obs: Any, name: str) -> np.ndarray:
     """``np.asarray`` of one leaf observation (a torch tensor goes through the CPU), real-valued only."""
     if torch.is_tensor(obs):
         obs = obs.detach().cpu().numpy()
@@ -193,7 +193,7 @@ class ObsEncoder:
     def _leaf_batch(self, obs: Any, name: str) -> tuple[np.ndarray, bool]:
         """Validated raw batch (B, *raw_shape) of a leaf space and whether it was one observation."""
         assert self.raw_shape is not None
-        arr, single = _batched(_as_array(obs, name), self.raw_shape, name)
+        arr, single = _batched(as_real_array(obs, name), self.raw_shape, name)
         sp = self.space
         if self.kind == "box":
             if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
