@@ -3,6 +3,8 @@ divergence guard that rejects a non-finite update and carries on."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -186,3 +188,22 @@ def test_defaults_learn_cartpole_on_a_fixed_seed() -> None:
 
     agent.learn(30_000, callback=callback, callback_every=5_000)
     assert best >= 200, best
+
+
+def test_cli_uses_the_class_defaults_for_an_env_without_a_preset(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """One source of truth: FrozenLake has no preset, so `train` runs the class defaults and says so; the run
+    records no preset and no hyperparameter of its own, and its eval.json has both evaluations."""
+    import json
+
+    from bongrl import cli
+
+    out = tmp_path / "fl"
+    assert cli.main(["train", "--env", "FrozenLake-v1", "--steps", "200", "--eval-every", "0", "--eval-episodes", "1",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no preset for FrozenLake-v1: the class defaults above" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] is None and config["hyperparameters"] == {}
+    assert config["agent_config"] == dataclasses.asdict(BongDQNConfig())
+    result = json.loads((out / "eval.json").read_text())
+    assert result["weights"] == "online" and set(result["averaged"]) >= {"mean", "std"}
