@@ -80,7 +80,7 @@ def table(out: Path) -> str:
         "| averaged final | failed runs | rejected updates | BongDQN vs DQN (online final means) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    above = ties = below = 0
+    above = ties = below = close = 0
     for name in ENVS:
         path = out / name / "summary.json"
         if not path.is_file():
@@ -90,16 +90,18 @@ def table(out: Path) -> str:
         verdict = ""
         if all(a in ag for a in AGENTS):
             b, d = ag["bongdqn"]["online"]["final_mean"], ag["dqn"]["online"]["final_mean"]
+            spread = max(ag["bongdqn"]["online"]["final_std"] or 0.0, ag["dqn"]["online"]["final_std"] or 0.0)
             if b is not None and d is not None:
+                close += b != d and abs(b - d) < spread
                 if b > d:
                     above += 1
-                    verdict = f"above ({_fmt(b)} vs {_fmt(d)})"
+                    verdict = f"above ({_fmt(b)} vs {_fmt(d)}{', within one seed std' if b - d < spread else ''})"
                 elif b == d:
                     ties += 1
                     verdict = f"tie ({_fmt(b)} vs {_fmt(d)})"
                 else:
                     below += 1
-                    verdict = f"**below** ({_fmt(b)} vs {_fmt(d)})"
+                    verdict = f"**below** ({_fmt(b)} vs {_fmt(d)}{', within one seed std' if d - b < spread else ''})"
         for agent in AGENTS:
             if agent not in ag:
                 continue
@@ -118,7 +120,7 @@ def table(out: Path) -> str:
     rows.append("")
     rows.append(
         f"BongDQN's mean final online evaluation is above SB3 DQN's on {above} environment(s), equal on {ties} "
-        f"and below on {below}."
+        f"and below on {below}; {close} of the differences are within one seed standard deviation."
     )
     return "\n".join(rows) + "\n"
 
