@@ -207,3 +207,20 @@ def test_cli_uses_the_class_defaults_for_an_env_without_a_preset(tmp_path, capsy
     assert config["agent_config"] == dataclasses.asdict(BongDQNConfig())
     result = json.loads((out / "eval.json").read_text())
     assert result["weights"] == "online" and set(result["averaged"]) >= {"mean", "std"}
+
+
+def test_a_failed_posterior_sample_acts_on_the_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A posterior too ill-conditioned to factor (a NumericalError while sampling) does not end the run: the
+    Thompson rule acts on the mean (a zero deviation in the linearised model) until its next draw."""
+    from bongrl.posteriors.base import NumericalError
+
+    agent = BongDQN("CartPole-v1", seed=0, device="cpu", **TINY)
+
+    def broken(n: int) -> torch.Tensor:
+        raise NumericalError("matrix is not positive definite (Cholesky failed)")
+
+    monkeypatch.setattr(agent.est, "sample", broken)
+    eps = agent.sample_params(3)
+    assert eps.shape == (3, agent.est.num_params) and not bool(eps.any()) and agent.failed_samples == 1
+    agent.learn(60)  # several episodes, each starting with a failed draw
+    assert agent.num_timesteps == 60 and agent.failed_samples > 1

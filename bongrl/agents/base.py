@@ -112,6 +112,8 @@ class PosteriorValueAgent:
     #: Thompson samples in the linearised model (see ``BongDQNConfig.linearized_samples``): :meth:`sample_params`
     #: returns deviations ε ~ N(0, Σ) and ``q_values(obs, ε)`` = Q_μ(obs) + J_μ(obs) ε at the current mean μ.
     linearized_samples: bool = False
+    #: posterior draws that failed numerically (the rule then acted on the mean until its next draw)
+    failed_samples: int = 0
 
     def _build(
         self,
@@ -159,7 +161,7 @@ class PosteriorValueAgent:
             draws = self.est.sample(n)
         except (NumericalError, torch.linalg.LinAlgError) as exc:
             # a posterior too ill-conditioned to factor in this dtype: act on the mean until the next draw
-            self.failed_samples = getattr(self, "failed_samples", 0) + 1
+            self.failed_samples += 1
             _log.warning("posterior sampling failed (%s): acting on the mean until the next draw", exc)
             draws = self.est.mean.expand(n, -1).clone()
         return draws - self.est.mean if self.linearized_samples else draws
