@@ -35,7 +35,7 @@ ENVS: dict[str, tuple[str, dict[str, Any], int, int, int]] = {
     "MountainCar": ("MountainCar-v0", {}, 120_000, 10_000, 5),
     "LunarLander": ("LunarLander-v3", {}, 200_000, 20_000, 5),
     "FrozenLake": ("FrozenLake-v1", {"map_name": "8x8", "is_slippery": False}, 50_000, 5_000, 10),
-    "MinAtarBreakout": ("MinAtar/Breakout-v1", {}, 500_000, 50_000, 5),
+    "MinAtarBreakout": ("MinAtar/Breakout-v1", {}, 500_000, 20_000, 5),  # needs the minatar extra
 }
 AGENTS = ["bongdqn", "dqn"]
 

@@ -9,6 +9,11 @@ Importing this module registers, with :func:`gymnasium.register` and lazy string
 ``bongrl/BernoulliBandit-v0``  :class:`~bongrl.envs.bernoulli_bandit.BernoulliBandit`
 =============================  ==========================================================================
 
+It also registers the MinAtar games (Young & Tian 2019; 10×10×C image observations) as ``MinAtar/<Game>-v1``
+(minimal action set, episodes cut at 10 000 steps) for ``<Game>`` in Asterix, Breakout, Freeway, Seaquest,
+SpaceInvaders — the ids the ``minatar`` package gives them, lazily, so they need ``pip install 'bongrl[minatar]'``
+only when made.
+
 ``gymnasium.make("bongrl/DeepSea-v0")`` therefore needs ``import bongrl`` (or ``import bongrl.envs``) first;
 ``gymnasium.make("bongrl.envs:bongrl/DeepSea-v0")`` imports this module itself.
 
@@ -25,6 +30,7 @@ import gymnasium
 
 __all__ = [
     "ENV_IDS",
+    "MINATAR_IDS",
     "BernoulliBandit",
     "BsuiteDeepSea",
     "ClassificationBandit",
@@ -43,6 +49,17 @@ ENV_IDS: dict[str, str] = {
     "bongrl/BernoulliBandit-v0": "bongrl.envs.bernoulli_bandit:BernoulliBandit",
 }
 
+#: MinAtar ids (the minatar package's own, minimal action set) -> game name; entry point minatar.gym:BaseEnv.
+MINATAR_IDS: dict[str, str] = {
+    f"MinAtar/{name}-v1": game
+    for game, name in (("asterix", "Asterix"), ("breakout", "Breakout"), ("freeway", "Freeway"),
+                       ("seaquest", "Seaquest"), ("space_invaders", "SpaceInvaders"))
+}
+
+#: A time limit for the MinAtar games (the package sets none, so a greedy evaluation policy that keeps the ball in
+#: play would never end an episode).
+MINATAR_MAX_STEPS = 10_000
+
 _LAZY: dict[str, str] = {
     "DeepSea": "bongrl.envs.deep_sea",
     "WheelBandit": "bongrl.envs.wheel_bandit",
@@ -59,6 +76,10 @@ def register_envs() -> None:
     for env_id, entry_point in ENV_IDS.items():
         if env_id not in gymnasium.registry:
             gymnasium.register(id=env_id, entry_point=entry_point)
+    for env_id, game in MINATAR_IDS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point="minatar.gym:BaseEnv", max_episode_steps=MINATAR_MAX_STEPS,
+                               kwargs={"game": game, "use_minimal_action_set": True})
 
 
 def __getattr__(name: str) -> Any:
