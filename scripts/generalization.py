@@ -125,6 +125,37 @@ def table(out: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
+def agents_table(out: Path) -> str:
+    """Per env whose directory also holds other agents (QR-DQN, PPO: issue-14 reruns), one row per agent:
+    online final / last-3 / AUC / median steps to threshold, averaged final, failed runs."""
+    blocks = []
+    for name in ENVS:
+        path = out / name / "summary.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        ag = s["agents"]
+        if set(ag) <= set(AGENTS):
+            continue
+        rows = [
+            f"**{name}** ({s['steps']} steps; threshold {s.get('reward_threshold')}):",
+            "",
+            "| agent | seeds | online final | online last-3 | online AUC | median steps to threshold (online) "
+            "| averaged final | failed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for agent, a in ag.items():
+            on, av = a["online"], a["averaged"]
+            steps = on.get("median_steps_to_threshold")
+            rows.append(
+                f"| {agent} | {','.join(map(str, a['seeds']))} | {_fmt(on['final_mean'])} ± {_fmt(on['final_std'])} "
+                f"| {_fmt(on['last3_mean'])} | {_fmt(on['auc_mean'])} | {'–' if steps is None else f'{steps:.0f}'} "
+                f"| {_fmt(av['final_mean'])} ± {_fmt(av['final_std'])} | {a['failed']}/{len(a['seeds'])} |"
+            )
+        blocks.append("\n".join(rows))
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--envs", nargs="+", default=[n for n in ENVS if n != "MinAtarBreakout"], choices=list(ENVS))
@@ -145,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "Made by `python scripts/generalization.py` (see its docstring for the protocol). BongDQN: class "
         "defaults, no preset. SB3 DQN: rl-zoo preset where one exists, SB3 defaults otherwise. Online = the "
         "weights being trained (headline); averaged = their EMA with the same τ for both agents.\n\n" + text
+        + ("\n## Every agent run on these seeds\n\n" + extra if (extra := agents_table(out)) else "")
     )
     print(text)
     return 0
