@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,14 @@ def _per_seed(values: list[float | None], status: list[str]) -> str:
     return ", ".join("failed" if s != "complete" else _fmt(v, 0) for v, s in zip(values, status, strict=True))
 
 
+def _summaries(out: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(env name, compare's summary.json) for every env of :data:`ENVS` with finished runs under ``out``."""
+    for name in ENVS:
+        path = out / name / "summary.json"
+        if path.is_file():
+            yield name, json.loads(path.read_text())
+
+
 def table(out: Path) -> str:
     """The README table over every environment with a summary.json under ``out``."""
     rows = [
@@ -81,11 +90,7 @@ def table(out: Path) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     above = ties = below = close = 0
-    for name in ENVS:
-        path = out / name / "summary.json"
-        if not path.is_file():
-            continue
-        s = json.loads(path.read_text())
+    for name, s in _summaries(out):
         ag = s["agents"]
         verdict = ""
         if all(a in ag for a in AGENTS):
@@ -129,11 +134,7 @@ def agents_table(out: Path) -> str:
     """Per env whose directory also holds other agents (QR-DQN, PPO: issue-14 reruns), one row per agent:
     online final / last-3 / AUC / median steps to threshold, averaged final, failed runs."""
     blocks = []
-    for name in ENVS:
-        path = out / name / "summary.json"
-        if not path.is_file():
-            continue
-        s = json.loads(path.read_text())
+    for name, s in _summaries(out):
         ag = s["agents"]
         if set(ag) <= set(AGENTS):
             continue
