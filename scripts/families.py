@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "README.md").write_text(
         "# Every posterior family on CartPole-v1 (the CLI's settings, 50k steps, held-out seeds)\n\n"
         "Made by `python scripts/families.py` (see its docstring). Greedy evaluation of 10 episodes; online = "
-        "the posterior mean, averaged = its Polyak average (τ = 1e-3).\n\n" + text
+        "the posterior mean, averaged = its Polyak average (τ = 1e-3). `dlr`'s five held-out runs are in "
+        "`results/generalization/CartPole`. The run directories here keep config, metrics, eval and plot; their "
+        "checkpoints were not committed.\n\n" + text
     )
     print(text)
     return 0
