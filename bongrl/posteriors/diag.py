@@ -22,7 +22,7 @@ class DiagonalPrecision(PosteriorFamily):
     and the mean takes one of two steps (``mean_update``):
 
     * ``"ng"``: the natural-gradient step with the *projected* (diagonal) precision,
-      μ' = μ + g / λ' = μ + (Hᵀ R⁻¹ (y − ŷ)) / λ' (BONG_NOTES §2b "NG form"). Each coordinate fits the residual
+      μ' = μ + g / λ' = μ + (Hᵀ R⁻¹ (y − ŷ)) / λ' (the natural-gradient form). Each coordinate fits the residual
       as if it were alone, so with many coordinates sharing one residual the step overshoots: in the linearised
       model the whitened residual e becomes e·(1 − Σ_i a_i²/(λ⁻_i + a_i²)) for one column a = A[:, 0], a factor
       that can reach −P. (This is what diverged on CartPole with BongDQN.)
