@@ -676,14 +676,9 @@ class BongDQN(PosteriorValueAgent):
     ) -> tuple[np.ndarray, None]:
         """SB3-style: actions for a single observation or a batch. ``deterministic`` acts greedily on the mean;
         otherwise the exploration rule acts (per-row Thompson samples, redrawn where ``episode_start``)."""
-        obs = self._obs_tensor(observation, self.obs_shape)  # validates first (ragged lists, NaN, dtype)
-        single = self.obs_encoder.is_single(observation)
         if deterministic:
-            act = self.q_values(obs).argmax(-1)
-        else:
-            act = self._stochastic_predict(obs, episode_start)
-        out = act.cpu().numpy()
-        return (out[0] if single else out), None
+            return self._greedy_actions(observation, "online")
+        return self._act_on(observation, lambda obs: self._stochastic_predict(obs, episode_start))
 
     def greedy_predictor(self, weights: str = "online") -> _GreedyPredictor:
         """An SB3-style predictor that acts greedily on the ``"online"`` posterior mean μ or on the ``"averaged"``
@@ -695,13 +690,20 @@ class BongDQN(PosteriorValueAgent):
         return _GreedyPredictor(self, weights)
 
     def _greedy_actions(self, observation: Any, weights: str) -> tuple[np.ndarray, None]:
-        obs = self._obs_tensor(observation, self.obs_shape)
-        single = self.obs_encoder.is_single(observation)
         theta = self.avg_theta if weights == "averaged" else self.est.mean
-        with torch.no_grad():
-            act = self.est._call(theta, obs).argmax(-1)
-        out = act.cpu().numpy()
-        return (out[0] if single else out), None
+
+        def greedy(obs: Tensor) -> Tensor:
+            with torch.no_grad():
+                return self.est._call(theta, obs).argmax(-1)
+
+        return self._act_on(observation, greedy)
+
+    def _act_on(self, observation: Any, choose: Callable[[Tensor], Tensor]) -> tuple[np.ndarray, None]:
+        """SB3's return shape for ``choose``'s actions on the validated observation(s): a single observation in,
+        a single action out."""
+        obs = self._obs_tensor(observation, self.obs_shape)  # validates first (ragged lists, NaN, dtype)
+        out = choose(obs).cpu().numpy()
+        return (out[0] if self.obs_encoder.is_single(observation) else out), None
 
     def _stochastic_predict(self, obs: Tensor, episode_start: Any) -> Tensor:
         from bongrl import registry
