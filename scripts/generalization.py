@@ -70,6 +70,11 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _pm(column: dict[str, Any], metric: str = "final") -> str:
+    """``mean ± std`` of one metric of one evaluation column of compare's summary."""
+    return f"{_fmt(column[f'{metric}_mean'])} ± {_fmt(column[f'{metric}_std'])}"
+
+
 def _per_seed(values: list[float | None], status: list[str]) -> str:
     return ", ".join("failed" if s != "complete" else _fmt(v, 0) for v, s in zip(values, status, strict=True))
 
@@ -115,9 +120,8 @@ def table(out: Path) -> str:
             rejected = a.get("rejected_updates_per_seed")
             rows.append(
                 f"| {name} | {s['steps']} | {','.join(map(str, a['seeds']))} | {agent} "
-                f"| {_fmt(on['final_mean'])} ± {_fmt(on['final_std'])} "
-                f"| {_per_seed(on['final_per_seed'], a['status_per_seed'])} "
-                f"| {_fmt(on['last3_mean'])} | {_fmt(av['final_mean'])} ± {_fmt(av['final_std'])} "
+                f"| {_pm(on)} | {_per_seed(on['final_per_seed'], a['status_per_seed'])} "
+                f"| {_fmt(on['last3_mean'])} | {_pm(av)} "
                 f"| {a['failed']}/{len(a['seeds'])} "
                 f"| {'–' if not rejected or all(r is None for r in rejected) else sum(r or 0 for r in rejected)} "
                 f"| {verdict if agent == 'bongdqn' else ''} |"
@@ -149,9 +153,9 @@ def agents_table(out: Path) -> str:
             on, av = a["online"], a["averaged"]
             steps = on.get("median_steps_to_threshold")
             rows.append(
-                f"| {agent} | {','.join(map(str, a['seeds']))} | {_fmt(on['final_mean'])} ± {_fmt(on['final_std'])} "
+                f"| {agent} | {','.join(map(str, a['seeds']))} | {_pm(on)} "
                 f"| {_fmt(on['last3_mean'])} | {_fmt(on['auc_mean'])} | {'–' if steps is None else f'{steps:.0f}'} "
-                f"| {_fmt(av['final_mean'])} ± {_fmt(av['final_std'])} | {a['failed']}/{len(a['seeds'])} |"
+                f"| {_pm(av)} | {a['failed']}/{len(a['seeds'])} |"
             )
         blocks.append("\n".join(rows))
     return "\n\n".join(blocks) + ("\n" if blocks else "")
