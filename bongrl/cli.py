@@ -26,18 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from bongrl import runs
+from bongrl.errors import RunFailure, UsageError
+from bongrl.errors import one_line as _one_line
 
 __all__ = ["main", "build_parser", "UsageError", "RunFailure"]
 
 AGENTS = ("bongdqn", "bandit")
-
-
-class UsageError(Exception):
-    """Bad command-line input: exit code 2."""
-
-
-class RunFailure(Exception):
-    """Training or evaluation failed at run time: exit code 1."""
 
 
 # ---------------------------------------------------------------------------------------------------- parser
@@ -128,11 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _one_line(exc: BaseException | str) -> str:
-    text = str(exc) if str(exc) else type(exc).__name__
-    return " ".join(text.split())
-
-
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:

@@ -103,7 +103,7 @@ class CompareError(ValueError):
 
 def _error_text(exc: BaseException) -> str:
     """``Type: message`` on one line (how failed runs are reported and recorded)."""
-    from bongrl.cli import _one_line
+    from bongrl.errors import one_line as _one_line
 
     return f"{type(exc).__name__}: {_one_line(exc)}"
 

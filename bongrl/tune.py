@@ -149,7 +149,8 @@ def open_storage(url: str) -> Any:
     :class:`bongrl.cli.UsageError`."""
     import optuna
 
-    from bongrl.cli import UsageError, _one_line
+    from bongrl.errors import UsageError
+    from bongrl.errors import one_line as _one_line
 
     if isinstance(url, str) and url.startswith("sqlite:") and not url.startswith("sqlite:///"):
         raise UsageError(f"--storage {url!r}: sqlite URLs take three slashes, e.g. sqlite:///runs/tune.db")
@@ -236,8 +237,8 @@ def train_trial(
 def _resolve(args: Any) -> dict[str, Any]:
     """Validate the command line; return the study setup (nothing trained yet)."""
     from bongrl import cli, presets, registry
+    from bongrl.errors import UsageError
 
-    UsageError = cli.UsageError
     for name, low in (("trials", 1), ("steps", 1), ("eval_every", 0), ("eval_episodes", 1)):
         value = getattr(args, name)
         if value is not None and (not isinstance(value, int) or value < low):
@@ -313,7 +314,7 @@ _IDENTITY = (
 
 
 def _check_identity(study: Any, setup: dict[str, Any]) -> None:
-    from bongrl.cli import UsageError
+    from bongrl.errors import UsageError
 
     saved = study.user_attrs.get("setup")
     mine = json.loads(json.dumps({k: setup[k] for k in _IDENTITY}))
@@ -388,7 +389,7 @@ def run_study(setup: dict[str, Any]) -> dict[str, Any]:
         try:
             res = train_trial(setup, hyper, report if setup["eval_every"] else None)
         except (ValueError, RuntimeError, FloatingPointError) as exc:
-            from bongrl.cli import _one_line
+            from bongrl.errors import one_line as _one_line
 
             trial.set_user_attr("error", f"{type(exc).__name__}: {_one_line(exc)}")
             trial.set_user_attr("wall_s", time.perf_counter() - t0)
