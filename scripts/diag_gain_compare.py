@@ -5,7 +5,7 @@
 
 Parts (each run separately, results merged into ``results/diag_gain_compare.json`` and rendered to ``.md``):
 
-* ``bandit``: ``bong-diag`` of :mod:`bongrl.bandit_benchmark` (MLP [50], its tuned σ/σ₀ per env family) on the
+* ``bandit``: ``bong-diag`` of ``scripts/bandit_benchmark.py`` (MLP [50], its tuned σ/σ₀ per env family) on the
   wheel (δ = 0.95) and digits, plus digits with bong-dlr's σ = 0.03 / σ₀ = 0.3 (which the ng form cannot run:
   see ``BONG_HYPERPARAMETERS``). Final cumulative regret and rejected (non-finite) updates per seed.
 * ``cartpole``: ``BongDQN`` on CartPole-v1 with the CartPole preset's hyperparameters and ``posterior="diag"``,
@@ -52,9 +52,24 @@ def _config_has_field(cls: type, name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- bandit
+def _bandit_benchmark() -> Any:
+    """scripts/bandit_benchmark.py as a module (scripts/ is not a package)."""
+    import importlib.util
+    import sys
+
+    name = "bandit_benchmark_script"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "bandit_benchmark.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # its dataclasses look their module up while the class is built
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
 def run_bandit(seeds: list[int], rounds: int) -> list[dict[str, Any]]:
-    from bongrl import bandit_benchmark as bb
     from bongrl.agents.thompson_bandit import ThompsonBanditConfig
+
+    bb = _bandit_benchmark()
 
     native = _config_has_field(ThompsonBanditConfig, "mean_update")
     original = bb.make_agent
@@ -280,7 +295,7 @@ def _provenance() -> dict[str, Any]:
             return "unknown"
 
     files = ["bongrl/posteriors/diag.py", "bongrl/bong.py", "bongrl/agents/bong_dqn.py",
-             "bongrl/agents/thompson_bandit.py", "bongrl/bandit_benchmark.py"]
+             "bongrl/agents/thompson_bandit.py", "bongrl/agents/bandit_loop.py", "scripts/bandit_benchmark.py"]
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", *files)),
             "sha256": {f: hashlib.sha256((root / f).read_bytes()).hexdigest()[:16]
                        for f in files if (root / f).exists()},

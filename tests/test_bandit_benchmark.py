@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 from _helpers import read_csv_rows
 
-from bongrl import bandit_benchmark as bb
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script_main():
+def _load_script():
+    """scripts/bandit_benchmark.py as a module (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
         "bandit_benchmark_script", ROOT / "scripts" / "bandit_benchmark.py"
     )
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up while the class is built
     spec.loader.exec_module(mod)
-    return mod.main
+    return mod
+
+
+bb = _load_script()
+
+
+def _script_main():
+    return bb.main
 
 
 def _run(out: Path) -> dict[str, Path]:
@@ -92,10 +100,14 @@ def test_parse_envs():
         bb.parse_envs(["wheel:1.5"])
 
 
-def test_train_bandit_hook():
-    res = bb.train_bandit("bongrl/WheelBandit-v0", rounds=20, seed=0)
-    assert res["agent"] == "bong-dlr" and res["rounds"] == 20 and res["curve"][-1][0] == 20
-    assert res["final_regret"] == pytest.approx(res["curve"][-1][1])
+def test_run_one_curve_and_final_regret():
+    spec = bb.parse_envs(["wheel:0.95"])[0]
+    res = bb.run_one(spec, "bong-dlr", 0, 25, record_every=10)
+    assert res["agent"] == "bong-dlr" and res["rounds"] == 25 and res["failed_updates"] == 0
+    assert [c[0] for c in res["curve"]] == [10, 20, 25]
+    assert res["final_regret"] == res["curve"][-1][1]
+    regrets = [c[1] for c in res["curve"]]
+    assert regrets == sorted(regrets) and regrets[-1] > 0
 
 
 def test_default_cache_dir_is_used(tmp_path):
