@@ -7,26 +7,32 @@ separate env every ``eval_every`` steps, evaluated twice — on the weights bein
 and on an exponential moving average of them with the same τ for both agents (averaged). Seeds 100+ were never
 used to choose any setting (the classic-control recipe behind the defaults was chosen on seeds 0-9).
 
-Writes ``<out>/<env>/`` (compare's per-run curves, summary.md/json, learning_curves.png) and ``<out>/README.md``
-(one table over the environments: final and last-three evaluations per seed, failures, rejected updates, and
-whether BongDQN is at or above DQN's mean final online evaluation).
+The raw runs go to ``<runs>/<env>/`` (compare's output folder: ``per_run/<agent>-s<seed>/`` curves and results,
+resumable; git-ignored under ``runs/``). Each env's summary is published into ``<out>/<env>/``: summary.md/json,
+compare.csv, learning_curves.png, ``runs.csv.gz`` (the per-run tree packed by ``scripts/pack_results.py``) and
+``command.txt`` (every command line that ran runs into it). ``<out>/README.md`` has one table over the
+environments: final and last-three evaluations per seed, failures, rejected updates, and whether BongDQN is at or
+above DQN's mean final online evaluation.
 
 Examples::
 
     python scripts/generalization.py --jobs 2                          # everything, seeds 100-104
     python scripts/generalization.py --envs CartPole FrozenLake --seeds 100-104
     python scripts/generalization.py --envs LunarLander --steps LunarLander=100000 --seeds 100-102
-    python scripts/generalization.py --table-only                      # rebuild README.md from finished runs
+    python scripts/generalization.py --table-only                      # rebuild README.md from the summaries
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import shlex
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 #: name -> (env id, env kwargs, env steps, eval every, eval episodes)
@@ -51,19 +57,35 @@ def _parse_steps(items: list[str]) -> dict[str, int]:
     return out
 
 
-def run(names: list[str], seeds: str, jobs: int, out: Path, steps: dict[str, int], quiet: bool) -> None:
+def _pack_results() -> ModuleType:
+    """``scripts/pack_results.py``, loaded from beside this file."""
+    spec = importlib.util.spec_from_file_location("pack_results", Path(__file__).resolve().with_name("pack_results.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(
+    names: list[str], seeds: str, jobs: int, out: Path, steps: dict[str, int], quiet: bool, runs: Path,
+    command: str = "",
+) -> None:
+    """Run compare for each env into ``runs/<env>`` and publish its summary, figure and packed runs (and
+    ``command``, when given) into ``out/<env>``."""
     from bongrl import compare
 
+    pack_results = _pack_results()
     for name in names:
         env_id, kwargs, budget, every, episodes = ENVS[name]
         budget = steps.get(name, budget)
         t0 = time.perf_counter()
         print(f"== {name}: {env_id} {kwargs or ''} {budget} steps, seeds {seeds}", flush=True)
         compare.run_compare(
-            env_id, budget, seeds, agents=AGENTS, out=out / name, jobs=jobs, eval_every=every,
+            env_id, budget, seeds, agents=AGENTS, out=runs / name, jobs=jobs, eval_every=every,
             eval_episodes=episodes, env_kwargs=kwargs, quiet=quiet, defaults_only=True,
         )
-        print(f"== {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        pack_results.publish(runs / name, out / name, command or None)
+        print(f"== {name} done in {time.perf_counter() - t0:.0f} s; summary in {out / name}", flush=True)
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -167,20 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="100-104", help="held-out seeds (never used to choose settings)")
     ap.add_argument("--steps", nargs="*", default=[], metavar="NAME=N", help="budget overrides per env")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", default="results/generalization")
-    ap.add_argument("--table-only", action="store_true", help="only rebuild README.md from finished runs")
+    ap.add_argument("--out", default="results/generalization", help="summaries, figures, packed runs (committed)")
+    ap.add_argument("--runs", default="runs/generalization", help="the raw per-run trees (git-ignored)")
+    ap.add_argument("--table-only", action="store_true", help="only rebuild README.md from <out>/<env>/summary.json")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if not args.table_only:
-        run(args.envs, args.seeds, args.jobs, out, _parse_steps(args.steps), args.quiet)
+        command = shlex.join(["python", "scripts/generalization.py", *(sys.argv[1:] if argv is None else argv)])
+        run(args.envs, args.seeds, args.jobs, out, _parse_steps(args.steps), args.quiet, Path(args.runs), command)
     out.mkdir(parents=True, exist_ok=True)
     text = table(out)
     (out / "README.md").write_text(
         "# BongDQN class defaults vs SB3 DQN on held-out seeds\n\n"
         "Made by `python scripts/generalization.py` (see its docstring for the protocol). BongDQN: class "
         "defaults, no preset. SB3 DQN: rl-zoo preset where one exists, SB3 defaults otherwise. Online = the "
-        "weights being trained (headline); averaged = their EMA with the same τ for both agents.\n\n" + text
+        "weights being trained (headline); averaged = their EMA with the same τ for both agents. Per env, "
+        "`<env>/` has summary.md / summary.json (every metric per seed), compare.csv, learning_curves.png, "
+        "runs.csv.gz (every run's evaluations with its settings) and command.txt.\n\n" + text
         + ("\n## Every agent run on these seeds\n\n" + extra if (extra := agents_table(out)) else "")
     )
     print(text)
