@@ -229,6 +229,20 @@ def _float(cell: str | None) -> float | None:
     return float(cell)
 
 
+def _value(cell: str | None) -> Any:
+    """A packed cell back as a JSON value: '' -> None, True/False -> bool, numbers -> int/float, else the text."""
+    if cell is None or cell == "":
+        return None
+    if cell in ("True", "true", "False", "false"):
+        return cell in ("True", "true")
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
+
+
 def _eval_column(row: Row) -> str:
     """The online (headline) evaluation column of a compare row: older curves have only ``eval_mean``."""
     return "eval_online_mean" if row.get("eval_online_mean", "") != "" else "eval_mean"
@@ -307,11 +321,12 @@ def run_summaries(table: Iterable[Row]) -> dict[str, Any]:
     tables: dict[str, list[Row]] = {}
     for row in table:
         if "table" in row and "run" not in row:
-            tables.setdefault(row["table"], []).append({k: v for k, v in row.items() if k != "table"})
+            tables.setdefault(row["table"], []).append({k: _value(v) for k, v in row.items() if k != "table"})
             continue
         run = runs.setdefault(
             row["run"],
-            {"agent": row.get("agent"), "seed": row.get("seed"), "status": row.get("status"), "evaluations": []},
+            {"agent": row.get("agent"), "seed": _value(row.get("seed")), "status": row.get("status"),
+             "evaluations": []},
         )
         if row.get("kind", "eval") != "eval" or row.get("step", "") == "":
             continue
@@ -404,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.summary:
                 path = Path(args.dest).with_name("summary.json")
                 path.write_text(json.dumps(run_summaries(read_packed(args.dest)), indent=1) + "\n")
-                print(f"{path}: each run's finals")
+                print(f"{path}: each run's evaluations (a tables pack: its rows)")
         elif args.cmd == "publish":
             for path in publish(args.run_dir, args.results_dir, args.command):
                 print(path)

@@ -165,7 +165,7 @@ def test_train_and_tables_layouts(tmp_path: Path) -> None:
     pr.pack(tables, tmp_path / "tables.csv.gz")
     rows = pr.read_packed(tmp_path / "tables.csv.gz")
     assert [(r["table"], r["episodes_to_solve"]) for r in rows] == [("rto", "52"), ("rto", "38"), ("rto0", "300")]
-    assert pr.run_summaries(rows)["tables"]["rto0"] == [{"seed": "100", "episodes_to_solve": "300"}]
+    assert pr.run_summaries(rows)["tables"]["rto0"] == [{"seed": 100, "episodes_to_solve": 300}]
 
     with pytest.raises(ValueError, match="no per-run tree"):
         pr.detect_layout(tmp_path / "missing")
