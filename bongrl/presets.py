@@ -3,7 +3,8 @@
 A preset is a dict with keys ``agent`` ("bongdqn" or "bandit"), ``posterior``, ``exploration``, ``steps`` (default
 budget: env steps, or rounds for bandits), ``eval_every`` / ``eval_episodes`` (the periodic evaluation protocol),
 ``hyperparameters`` (the agent's config fields) and ``tuned_seeds`` (the seeds its settings were chosen on:
-results on those seeds are not held out; ``bongrl compare`` flags them). How each was obtained is noted beside it.
+results on those seeds are not held out; ``bongrl compare`` flags them). How each was chosen, with the
+measurements: docs/design.md §9.
 """
 
 from __future__ import annotations
@@ -24,11 +25,8 @@ _CLASSIC = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The classic-control recipe (replay BONG steps, fast target refresh, σ = 3 and prior std 1, inputs rescaled,
-    # process noise 1e-5, linearised Thompson samples, a Polyak average kept for the averaged evaluation) was
-    # found on these three envs and is now BongDQN's class defaults; its history is in docs/compare.md. What is
-    # left here is what is truly specific to an env: the budget, the evaluation protocol and, for MountainCar,
-    # the discount.
+    # The classic-control recipe found on these three envs is BongDQN's class defaults (docs/design.md §9.3); a
+    # preset keeps only what is specific to its env: budget, evaluation protocol, tuned seeds, MountainCar's γ.
     "CartPole-v1": {
         **_CLASSIC,
         "steps": 50_000,
@@ -39,8 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_CLASSIC,
         "steps": 120_000,
         "tuned_seeds": [0],
-        # γ 0.98, the rl-zoo's discount for this env: the recipe was tuned with it (seed 0, results/classic_control_
-        # seed0); the class default 0.99 is what scripts/generalization.py measures.
+        # γ 0.98 (the rl-zoo's): the recipe was tuned with it (docs/design.md §9.3)
         "hyperparameters": {"gamma": 0.98},
     },
     "Acrobot-v1": {
@@ -49,9 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "tuned_seeds": [0],
         "hyperparameters": {},
     },
-    # One full-covariance BONG posterior over the head on fixed random ReLU features, randomise-then-optimise
-    # Thompson samples over merged transitions (docs/deep_sea.md; scripts/deep_sea_scaling.py: N = 10 solved in
-    # ~50 episodes). For size N use hidden=[max(256, next power of two >= N²)] (the script's features(N)).
+    # Full-covariance head posterior on fixed random features + randomise-then-optimise samples (docs/design.md
+    # §9.4). For size N use hidden=[max(256, next power of two >= N²)] (scripts/deep_sea_scaling.py's features(N)).
     "bongrl/DeepSea-v0": {
         **_CLASSIC,
         "posterior": "full",
@@ -62,12 +58,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hyperparameters": {"hidden": [256], "posterior_params": "head", "prior_std": 3.0, "obs_std": 0.1,
                             "gamma": 1.0, "target_update": 10, "rto_sweeps": 10, "rto_merge": True,
                             "rto_cg": 3, "rto_clip": 10.0, "buffer_size": 2_000,
-                            # the class defaults are the classic-control recipe; DeepSea's exploration is the
-                            # RTO sampler on raw one-hot inputs and raw rewards, with no replay BONG steps
+                            # not the classic-control recipe: RTO on raw inputs and rewards, no replay steps
                             "linearized_samples": False, "obs_normalize": "none", "reward_normalize": "none",
                             "process_noise": 0.0, "replay_every": 0, "polyak_eval": 0.0},
     },
-    # Bandit presets: the grid-tuned BONG-DLR settings of scripts/bandit_benchmark.py (seeds 100-102, docs/bandits.md).
+    # Bandit presets: the benchmark's tuning grid on seeds 100-102 (docs/design.md §9.5).
     "bongrl/WheelBandit-v0": {
         "agent": "bandit", "posterior": "dlr", "exploration": "thompson", "steps": 2_000,
         "tuned_seeds": [100, 101, 102],
@@ -85,8 +80,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: An env without a preset: BongDQN's class defaults (one source of truth; the CLI says no preset exists). They
-#: are the classic-control recipe, chosen on seeds 0-9 (CartPole 0-5, MountainCar/Acrobot 0, LunarLander 0-1).
+#: An env without a preset: BongDQN's class defaults (one source of truth; the CLI says no preset exists), chosen
+#: on seeds 0-9 (docs/design.md §9).
 _DEFAULT = {**_CLASSIC, "steps": 50_000, "tuned_seeds": list(range(10)), "hyperparameters": {}}
 
 
