@@ -1,4 +1,4 @@
-"""Run directories: what ``bongrl train`` writes for one run (DESIGN.md §7).
+"""Run directories: what ``bongrl train`` writes for one run (docs/design.md §7).
 
 A run directory holds
 

@@ -1,6 +1,6 @@
 """BONG on torch models, checked against exact Bayes and independent textbook filters.
 
-Anchors (DESIGN.md §2): conjugate Bayesian linear regression (closed form), full-LIN == EKF on a nonlinear
+Anchors (docs/design.md §2): conjugate Bayesian linear regression (closed form), full-LIN == EKF on a nonlinear
 MLP,
 Bernoulli/categorical LIN == EKF with moment matching, MC-EF -> the exact expectation at rate 1/sqrt(M),
 MC-Hess (GGN) == LIN precision on a linear Gaussian model.

@@ -1,4 +1,4 @@
-"""Bandit baselines sharing the :class:`BanditAgent` interface with the BONG bandit agent (DESIGN.md §4).
+"""Bandit baselines sharing the :class:`BanditAgent` interface with the BONG bandit agent (docs/design.md §6).
 
 ``Cls(n_arms, context_dim, seed=0, **hyperparameters)``; ``act(context) -> arm``;
 ``update(context, arm, reward)``. Independent of the environments in :mod:`bongrl.envs`.

@@ -238,7 +238,7 @@ class NeuralLinear(_NeuralBanditBase):
     Each round adds z(x) of the played arm as one rank-1 term; whenever the network is retrained the features
     change, so every arm's posterior is recomputed from all its data under the new features. ``act``
     draws σ²ₖ ~ InvGamma(aₙ, bₙ), βₖ ~ N(μₙ, σ²ₖ Λₙ⁻¹) for every arm and plays argmaxₖ βₖᵀ z(x).
-    Defaults: ``a0=b0=6``, ``lambda_prior=0.25`` (the paper's; also DESIGN.md §4); the rest are in the
+    Defaults: ``a0=b0=6``, ``lambda_prior=0.25`` (the paper's; also docs/design.md §6); the rest are in the
     module docstring.
     """
 

@@ -1,4 +1,4 @@
-"""Gymnasium environments bundled with bongrl (DESIGN.md §4).
+"""Gymnasium environments bundled with bongrl (docs/design.md §6).
 
 Importing this module registers, with :func:`gymnasium.register` and lazy string entry points:
 

@@ -1,4 +1,4 @@
-"""Bernoulli multi-armed bandit (no context), for the Beta-Bernoulli exactness check (DESIGN.md §4)."""
+"""Bernoulli multi-armed bandit (no context), for the Beta-Bernoulli exactness check (docs/design.md §6)."""
 
 from __future__ import annotations
 

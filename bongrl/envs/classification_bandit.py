@@ -1,4 +1,4 @@
-"""Classification bandits: a labelled data set as a contextual bandit (DESIGN.md §4).
+"""Classification bandits: a labelled data set as a contextual bandit (docs/design.md §6).
 
 One arm per class; each round shows the features of a row drawn uniformly at random and pays 1 when the pulled
 arm is the row's label, else 0. This is the setting of the neural-bandit benchmarks of Riquelme, Tucker &
