@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import platform
 import time
 from pathlib import Path
@@ -151,7 +152,9 @@ def main() -> None:
         help="model:family pairs; model is mlp (64-32-10 tanh) or linear (softmax regression)",
     )
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    ap.add_argument("--out", default="results/active_learning")
+    ap.add_argument(
+        "--out", default="results/active_learning", help="output stem: .csv.gz (every evaluation), .md, .png"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     fam_opts = {"dlr": {"rank": 10}, "kfac": {"rescale_step": True}}
@@ -170,7 +173,7 @@ def main() -> None:
                 )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+    with gzip.open(out.with_suffix(".csv.gz"), "wt", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)

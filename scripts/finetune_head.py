@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import gzip
 import platform
 import time
 from pathlib import Path
@@ -196,7 +197,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--quick", action="store_true", help="short stream, one setting per method")
-    ap.add_argument("--out", default="results/finetune_head")
+    ap.add_argument(
+        "--out", default="results/finetune_head", help="output stem: .csv.gz (every evaluation), .md, .png"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -252,7 +255,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keys = ["method", "hp", "seed", "samples", "split", "acc", "nll", "plugin_acc", "plugin_nll"]
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+    with gzip.open(out.with_suffix(".csv.gz"), "wt", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(out_rows)

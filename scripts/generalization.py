@@ -9,10 +9,10 @@ used to choose any setting (the classic-control recipe behind the defaults was c
 
 The raw runs go to ``<runs>/<env>/`` (compare's output folder: ``per_run/<agent>-s<seed>/`` curves and results,
 resumable; git-ignored under ``runs/``). Each env's summary is published into ``<out>/<env>/``: summary.md/json,
-compare.csv, learning_curves.png, ``runs.csv.gz`` (the per-run tree packed by ``scripts/pack_results.py``) and
-``command.txt`` (every command line that ran runs into it). ``<out>/README.md`` has one table over the
-environments: final and last-three evaluations per seed, failures, rejected updates, and whether BongDQN is at or
-above DQN's mean final online evaluation.
+learning_curves.png, ``runs.csv.gz`` (the per-run tree packed by ``scripts/pack_results.py``: compare.csv's rows
+with each run's settings) and ``command.txt`` (every command line that ran runs into it). ``<out>/README.md`` has
+one table over the environments: final and last-three evaluations per seed, failures, rejected updates, and whether
+BongDQN is at or above DQN's mean final online evaluation.
 
 Examples::
 
@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "Made by `python scripts/generalization.py` (see its docstring for the protocol). BongDQN: class "
         "defaults, no preset. SB3 DQN: rl-zoo preset where one exists, SB3 defaults otherwise. Online = the "
         "weights being trained (headline); averaged = their EMA with the same τ for both agents. Per env, "
-        "`<env>/` has summary.md / summary.json (every metric per seed), compare.csv, learning_curves.png, "
-        "runs.csv.gz (every run's evaluations with its settings) and command.txt.\n\n" + text
+        "`<env>/` has summary.md / summary.json (every metric per seed), learning_curves.png, runs.csv.gz (every "
+        "evaluation of every run, with the run's settings) and command.txt.\n\n" + text
         + ("\n## Every agent run on these seeds\n\n" + extra if (extra := agents_table(out)) else "")
     )
     print(text)

@@ -9,7 +9,8 @@ Layouts it reads (detected from SRC):
 
 * **compare** — ``SRC/per_run/<agent>-s<seed>/curve.csv`` + ``result.json`` (``bongrl compare``; older trees have
   the run folders directly in ``SRC``). One packed row per evaluation: ``run``, ``agent``, ``seed``, ``status``,
-  the curve's columns, then every field of ``result.json`` as ``result.<dotted.key>`` (settings included).
+  the curve's columns, then every field of ``result.json`` as ``result.<dotted.key>`` (settings included). These
+  are compare.csv's rows at full precision plus each run's settings and result, so compare.csv is not kept.
 * **train** — ``SRC/<name>/metrics.csv`` + ``config.json`` [+ ``eval.json``] (``bongrl train`` run directories,
   with an optional ``SRC/<name>.log``). One row per ``metrics.csv`` row (episodes and evaluations, column
   ``kind``): ``run``, ``agent``, ``seed``, ``env``, ``status`` (complete when ``eval.json`` exists), the metrics
@@ -28,9 +29,9 @@ Commands::
     python scripts/pack_results.py check RESULTS_DIR [RESULTS_DIR ...]   # summary.json vs its runs.csv.gz
     python scripts/pack_results.py png FILE [FILE ...]                  # palette-quantise figures in place
 
-``publish`` copies ``summary.md``, ``summary.json`` and ``compare.csv`` of a ``bongrl compare`` output folder
-into ``RESULTS_DIR``, writes a palette-quantised ``learning_curves.png`` (about a third of the bytes, the same
-picture), packs ``runs.csv.gz`` and appends ``--command`` to ``RESULTS_DIR/command.txt``. ``pack --summary``
+``publish`` copies ``summary.md`` and ``summary.json`` of a ``bongrl compare`` output folder into
+``RESULTS_DIR``, writes a palette-quantised ``learning_curves.png`` (64 colours: about a quarter of the bytes, the
+same picture), packs ``runs.csv.gz`` and appends ``--command`` to ``RESULTS_DIR/command.txt``. ``pack --summary``
 also writes ``summary.json`` beside DEST with each run's final numbers, for trees that have no summary of
 their own.
 """
@@ -52,7 +53,8 @@ from typing import Any
 
 PACKED = "runs.csv.gz"
 COMMAND = "command.txt"
-COMPARE_FILES = ("summary.md", "summary.json", "compare.csv")
+COMPARE_FILES = ("summary.md", "summary.json")
+COLOURS = 64  # a plot's lines, bands and anti-aliasing fit in 64 palette colours without a visible change
 FIGURE = "learning_curves.png"
 LAYOUTS = ("compare", "train", "tables")
 
@@ -340,10 +342,10 @@ def run_summaries(table: Iterable[Row]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- publishing
-def shrink_png(src: str | Path, dest: str | Path | None = None) -> int:
-    """Write ``src`` palette-quantised (256 colours, no dithering: the same plot at about a third of the bytes)
-    to ``dest`` (default: in place); keeps the original bytes when quantising does not make it smaller. Returns
-    the size written."""
+def shrink_png(src: str | Path, dest: str | Path | None = None, colours: int = COLOURS) -> int:
+    """Write ``src`` palette-quantised (``colours`` colours, no dithering: the same plot at about a quarter of the
+    bytes) to ``dest`` (default: in place); keeps the original bytes when quantising does not make it smaller.
+    Returns the size written."""
     from PIL import Image  # matplotlib's dependency: only needed for figures
 
     src, dest = Path(src), Path(dest or src)
@@ -351,9 +353,9 @@ def shrink_png(src: str | Path, dest: str | Path | None = None) -> int:
     with Image.open(io.BytesIO(original)) as im:
         im.load()
         if im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema() != (255, 255):
-            small = im.convert("RGBA").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+            small = im.convert("RGBA").quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
         else:
-            small = im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            small = im.convert("RGB").quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     buf = io.BytesIO()
     small.save(buf, "PNG", optimize=True)
     data = buf.getvalue() if len(buf.getvalue()) < len(original) else original
@@ -373,9 +375,9 @@ def add_command(results_dir: str | Path, command: str) -> Path:
 
 
 def publish(run_dir: str | Path, results_dir: str | Path, command: str | None = None) -> list[Path]:
-    """Copy a ``bongrl compare`` output folder's summary into ``results_dir``: summary.md / summary.json /
-    compare.csv as they are, learning_curves.png palette-quantised, the per-run tree packed into runs.csv.gz,
-    ``command`` appended to command.txt. Returns the paths written."""
+    """Copy a ``bongrl compare`` output folder's summary into ``results_dir``: summary.md / summary.json as they
+    are, learning_curves.png palette-quantised, the per-run tree packed into runs.csv.gz (which holds compare.csv's
+    rows), ``command`` appended to command.txt. Returns the paths written."""
     run_dir, results_dir = Path(run_dir), Path(results_dir)
     if run_dir.resolve() == results_dir.resolve():
         raise ValueError(f"publish: {run_dir} is both the run folder and the results folder")

@@ -69,6 +69,7 @@ def _compare_tree(root: Path) -> Path:
         agents[agent] = {"seeds": [0, 1], "online": {"final_per_seed": finals, "final_mean": sum(kept) / len(kept)}}
     (root / "summary.json").write_text(json.dumps({"env": "CartPole-v1", "agents": agents}))
     (root / "summary.md").write_text("# summary\n")
+    (root / "compare.csv").write_text("agent,seed,status,step,eval_mean\n")  # the packed rows supersede it
     return root
 
 
@@ -193,5 +194,5 @@ def test_shrink_png_keeps_the_picture_and_saves_bytes(tmp_path: Path) -> None:
     with Image.open(src) as a, Image.open(dest) as b:
         assert a.size == b.size
         diff = np.abs(np.asarray(a.convert("RGB"), dtype=int) - np.asarray(b.convert("RGB"), dtype=int))
-    assert diff.mean() < 1.0  # 256 colours, no dithering: the same picture
-    assert (diff.max(axis=2) > 32).mean() < 0.01  # only a few anti-aliased edge pixels move further
+    assert diff.mean() < 2.0  # 64 colours, no dithering: the same picture (channel values 0-255)
+    assert (diff.max(axis=2) > 64).mean() < 0.01  # only a few blended band pixels move further
