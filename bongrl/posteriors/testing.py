@@ -691,7 +691,8 @@ def check_family(
             it is checked on independent coordinates only.
         exact_process_noise: the predict step adds exactly qI to Σ (False: a documented approximation).
         num_params: P of the beliefs the exact checks use (small: the checks form dense P×P matrices).
-        device: where the beliefs live (random draws are made on the CPU, so results agree across devices).
+        device: where the beliefs of the exact checks live (random draws are made on the CPU, so the numbers are
+            the same on every device); the positive-definiteness stress test runs on the CPU.
         skip: names of checks to leave out, e.g. ``("positive_definite",)`` for a quick run; one of
             init, validate_state, covariance, sigma_products, sample_from_noise, sample_moments, predict,
             update_contract, bad_inputs, information_form and conjugate_dense (run only when ``exact``),
