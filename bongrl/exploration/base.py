@@ -8,7 +8,7 @@ stream) starts an episode, and :meth:`ExplorationRule.act` every step; they neve
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -42,6 +42,13 @@ class ExplorationRule(ABC):
     name: str = ""
     #: True when the rule's actions depend only on the posterior mean (used for deterministic evaluation).
     deterministic: bool = False
+
+    @classmethod
+    def search_space(cls) -> dict[str, dict[str, Any]]:
+        """The constructor options a tuner may search, as ``{name: {"type": "int" | "log" | "float" | "choice",
+        "low": .., "high": .. (or "choices": [..]), "note": ..}}`` (the format of
+        :meth:`bongrl.posteriors.base.PosteriorFamily.search_space`); default: none."""
+        return {}
 
     def reset(self, num_envs: int) -> None:
         """Forget per-environment state; called once by the agent before acting in ``num_envs`` environments."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -21,6 +23,16 @@ class Thompson(ExplorationRule):
         self.theta: Tensor | None = None
         self.steps: Tensor | None = None
         self.resamples = 0  # total number of θ̃ draws (diagnostics and tests)
+
+    @classmethod
+    def search_space(cls) -> dict[str, dict[str, Any]]:
+        return {
+            "every": {
+                "type": "choice",
+                "choices": [0, 1, 10, 100],
+                "note": "resample θ̃ every k steps; 0 = once per episode (deep exploration), 1 = every step",
+            }
+        }
 
     def reset(self, num_envs: int) -> None:
         super().reset(num_envs)

@@ -16,13 +16,17 @@ Gaussian natural-gradient step)::
 
 so a family implements :meth:`PosteriorFamily.update` once, in whatever form suits its structure, and the shared
 methods :meth:`update_lin` / :meth:`update_mc` build ``(A, g)``.
+
+Families also describe themselves to the code around them: :meth:`PosteriorFamily.reduce_increment` says how the
+ranks of a data-parallel run combine their increments (docs/design.md §8), and :meth:`PosteriorFamily.search_space`
+which of the family's options a tuner may search (docs/design.md §3, §10).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -32,6 +36,9 @@ State = dict[str, Tensor]
 __all__ = [
     "PosteriorFamily",
     "State",
+    "Collective",
+    "SearchSpace",
+    "gather_increment",
     "check_finite",
     "NonFiniteError",
     "NumericalError",
@@ -80,6 +87,52 @@ def check_all_finite(named: list[tuple[str, Tensor]]) -> None:
         return
     for name, t in named:
         check_finite(name, t)
+
+
+#: ``{option: {"type": "int" | "log" | "float" | "choice", "low": .., "high": .. | "choices": [..], "note": ..}}``:
+#: the constructor options a tuner may search (:meth:`PosteriorFamily.search_space`; exploration rules too)
+SearchSpace = dict[str, dict[str, Any]]
+
+
+class Collective(Protocol):
+    """The cross-rank operations a family may use to combine increments (:meth:`PosteriorFamily.reduce_increment`).
+
+    :mod:`bongrl.distributed` implements them with ``torch.distributed``; keeping them behind this protocol keeps
+    the posterior modules free of it (and lets tests run a reduction in one process). Every rank calls the same
+    operations in the same order, with tensors of the same shape and dtype."""
+
+    def all_gather(self, t: Tensor) -> list[Tensor]:
+        """Every rank's ``t``, in rank order (the same list on every rank)."""
+        ...
+
+    def all_reduce_sum(self, t: Tensor) -> None:
+        """Replace ``t`` in place by its sum over the ranks (the same bytes on every rank)."""
+        ...
+
+
+def gather_increment(A: Tensor, g: Tensor, collective: Collective) -> tuple[Tensor, Tensor]:
+    """The generic cross-rank combination of increments (docs/design.md §8): every rank's columns, concatenated in
+    rank order, and the sum of the g's in rank order, so A_all A_allᵀ = Σ_r A_r A_rᵀ and every rank holds the same
+    bytes.
+
+    ``A`` (P, K_r) with g's dtype (K_r may differ across ranks, and may be 0), ``g`` (P,). The sizes are gathered
+    first, then one (K_max + 1, P) block per rank (the columns transposed, zero padding, then g)."""
+    P = g.shape[0]
+    K = A.shape[1]
+    sizes = torch.tensor([K], dtype=torch.int64, device=g.device)
+    ks = [int(s.item()) for s in collective.all_gather(sizes)]
+    kmax = max(ks)
+    # rows of one contiguous (kmax + 1, P) block: the K columns of A (transposed), zero padding, then g.
+    block = torch.zeros(kmax + 1, P, dtype=g.dtype, device=g.device)
+    block[:K] = A.T
+    block[kmax] = g
+    blocks = collective.all_gather(block)
+    g_sum = blocks[0][kmax].clone()
+    for b in blocks[1:]:  # fixed rank order: the same bytes on every rank
+        g_sum += b[kmax]
+    # (P, ΣK) as a transposed view of a row-major block, the layout whiten_lin gives a single process
+    A_all = torch.cat([b[:k] for b, k in zip(blocks, ks, strict=True)], dim=0).T
+    return A_all, g_sum
 
 
 def symmetrize(m: Tensor) -> Tensor:
@@ -196,12 +249,28 @@ class PosteriorFamily(ABC):
         ("lin", "mc-ef" or "mc-hess"). Called by :class:`~bongrl.bong.BONG` at construction; default: all."""
         return None
 
+    # ------------------------------------------------------------------ self-description
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        """The constructor options a tuner may search, as ``{name: {"type": "int" | "log" | "float" | "choice",
+        "low": .., "high": .. (or "choices": [..]), "note": ..}}`` (:data:`SearchSpace`); default: none."""
+        return {}
+
+    def reduce_increment(self, A: Tensor, g: Tensor, collective: Collective) -> tuple[Tensor, Tensor]:
+        """Combine the ranks' increments into the joint one (docs/design.md §8): ``(A_all, g_sum)`` such that
+        :meth:`update` with them is the update on the union of the ranks' batches.
+
+        Collective (every rank calls it with the same family). ``A`` (P, K_r) with g's dtype, ``g`` (P,). The
+        default gathers every rank's columns (:func:`gather_increment`), right for any family; a family whose update
+        reads less of A (e.g. only rowsum(A²)) may send less."""
+        return gather_increment(A, g, collective)
+
     # ------------------------------------------------------------------ shared, validated entry points
     def num_params(self, state: State) -> int:
         return int(state["mean"].shape[0])
 
     def predict(self, state: State, gamma: float = 1.0, q: float = 0.0, prior_mean: Tensor | None = None) -> State:
-        """Predict step between observations (DESIGN.md §2): forgetting γ ∈ (0, 1], process noise q ≥ 0."""
+        """Predict step between observations (docs/design.md §2): forgetting γ ∈ (0, 1], process noise q ≥ 0."""
         if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and 0.0 < gamma <= 1.0):
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         if not (isinstance(q, (int, float)) and math.isfinite(q) and q >= 0.0):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bongrl.posteriors.base import PosteriorFamily, State
+from bongrl.posteriors.base import Collective, PosteriorFamily, State
 
 MEAN_UPDATES = ("auto", "ng", "gain")
 
@@ -63,6 +63,18 @@ class DiagonalPrecision(PosteriorFamily):
                 f"diag mean_update='gain' (the VD-EKF Kalman gain) needs method='lin'; with {method!r} the mean "
                 "gradient is not A·e, so use mean_update='ng'"
             )
+
+    def reduce_increment(self, A: Tensor, g: Tensor, collective: Collective) -> tuple[Tensor, Tensor]:
+        """With the natural-gradient mean step (``mean_form == "ng"``) the update reads A only through
+        rowsum(A²): all-reduce one (2, P) block [rowsum(A_r²); g_r] and return the single column
+        √(Σ_r rowsum(A_r²)) with Σ_r g_r — 2P numbers per step whatever the number of ranks and columns
+        (docs/design.md §8). The gain step uses A's columns themselves, and a subclass may use more of A than
+        rowsum(A²): both take the generic gather of the base class."""
+        if type(self) is not DiagonalPrecision or self.mean_form != "ng":
+            return super().reduce_increment(A, g, collective)
+        buf = torch.stack([(A * A).sum(1), g])  # (2, P)
+        collective.all_reduce_sum(buf)
+        return buf[0].sqrt().unsqueeze(1), buf[1]
 
     def init(self, mean: Tensor, prior_var: Tensor) -> State:
         return {"mean": mean.clone(), "prec": 1.0 / prior_var.to(mean)}

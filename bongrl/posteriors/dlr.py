@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bongrl.posteriors.base import PosteriorFamily, State, cholesky_psd, symmetrize
+from bongrl.posteriors.base import PosteriorFamily, SearchSpace, State, cholesky_psd, symmetrize
 
 
 class DiagonalPlusLowRank(PosteriorFamily):
@@ -34,6 +34,17 @@ class DiagonalPlusLowRank(PosteriorFamily):
         if not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
         self.rank = rank
+
+    @classmethod
+    def search_space(cls) -> SearchSpace:
+        return {
+            "rank": {
+                "type": "int",
+                "low": 1,
+                "high": 20,
+                "note": "rank L of the low-rank precision part: memory O(PL), update O(P(L+K)²)",
+            }
+        }
 
     def init(self, mean: Tensor, prior_var: Tensor) -> State:
         P = mean.shape[0]
