@@ -13,12 +13,12 @@ samples θ_m ~ q_{t|t-1} (MC-EF: empirical Fisher; MC-Hess: generalised Gauss-Ne
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from bongrl import registry
 from bongrl.device import resolve_device
@@ -26,9 +26,13 @@ from bongrl.functional import compile_mlp
 from bongrl.likelihoods import Likelihood, make_likelihood
 from bongrl.posteriors.base import PosteriorFamily, State, check_finite, mc_increment, whiten_lin
 
-__all__ = ["BONG", "FlatParams", "METHODS"]
+__all__ = ["BONG", "FlatParams", "METHODS", "Reducer"]
 
 METHODS = ("lin", "mc-ef", "mc-hess")
+
+#: ``(A, g) -> (A', g')``: a hook between computing and applying an increment (e.g. the cross-rank sum of
+#: :mod:`bongrl.distributed`)
+Reducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _real_tensor(v: Any, name: str, device: torch.device) -> Tensor:
@@ -41,6 +45,11 @@ def _real_tensor(v: Any, name: str, device: torch.device) -> Tensor:
     if t.is_complex():
         raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
     return t
+
+
+def _owned(v: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A fresh contiguous copy of ``v`` on ``device`` in ``dtype`` (allocated, so aligned, by torch)."""
+    return torch.as_tensor(v).to(device=device, dtype=dtype).clone(memory_format=torch.contiguous_format)
 
 
 class FlatParams:
@@ -104,6 +113,13 @@ class BONG:
         dtype: torch.float32 (default) or torch.float64.
         weight_decay: L2 coefficient λ, mapped to a Gaussian prior of precision λ (prior variance 1/λ).
         family_options: extra constructor options for the family plugin.
+
+    The public surface (docs/design.md §2, §3) is what agents and :mod:`bongrl.distributed` use: the updates
+    (:meth:`update`, :meth:`increment` / :meth:`apply_increment`, :meth:`predict_step`), the network at any
+    parameters (:meth:`apply`, :meth:`apply_per_row`, :meth:`apply_linearized`), the posterior's linear algebra
+    (:meth:`sample`, :meth:`precondition`, :meth:`predict`, :meth:`covariance`, :meth:`marginal_variance`),
+    rollback (:meth:`snapshot` / :meth:`restore`), :meth:`health_report` and persistence (:meth:`state_dict` /
+    :meth:`load_state_dict`). :attr:`state` is readable (e.g. to hash it) but is replaced only by those methods.
     """
 
     def __init__(
@@ -162,15 +178,24 @@ class BONG:
                 raise ValueError("prior_std must be positive and finite")
             prior_var = (std**2).expand(P).clone()
         self.prior_mean = mean0
-        self.state: State = self.family.init(mean0, prior_var)
+        self._state: State = self.family.init(mean0, prior_var)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
+        self._reducer: Reducer | None = None
 
     # ------------------------------------------------------------------ properties
     @property
+    def state(self) -> State:
+        """The family's posterior state (``dict[str, Tensor]``, always with ``"mean"``; docs/design.md §3).
+
+        Read-only: the estimator replaces the whole dict on every update (tensors are never modified in place), so
+        a reference taken now keeps describing this posterior. Do not modify it; roll back with :meth:`restore`."""
+        return self._state
+
+    @property
     def mean(self) -> Tensor:
         """Posterior mean μ, shape (P,)."""
-        return self.state["mean"]
+        return self._state["mean"]
 
     @property
     def num_params(self) -> int:
@@ -188,25 +213,61 @@ class BONG:
             raise ValueError(f"{name} is an empty batch")
         return x
 
-    def _call(self, theta: Tensor, x: Tensor) -> Tensor:
+    def apply(self, theta: Tensor, x: Tensor) -> Tensor:
+        """The network f(θ, x) of the BONG update (docs/design.md §2) at parameters θ (P,) on a batch x (B, ...)
+        already on the estimator's device and dtype: outputs (B, C), C = 1 for a scalar output.
+
+        No input validation and no ``no_grad``: differentiable in θ and in the module's parameters outside the
+        posterior (they are read live from the module on every call), so agents can use it in their inner loops
+        (TD targets, randomise-then-optimise sweeps, training the body). :meth:`forward` is the validated form."""
         if self._fast is not None:  # plain MLP: pure F.linear on views of θ (see bongrl.functional)
             out = self._fast(theta, x)
         else:
             out = functional_call(self.model, self.flat.unflatten(theta), (x,))
         return out.reshape(out.shape[0], -1)
 
+    def apply_per_row(self, thetas: Tensor, x: Tensor) -> Tensor:
+        """Row i of x at its own parameters: out[i] = f(thetas[i], x[i:i+1]), thetas (B, P), x (B, ...) → (B, C).
+
+        E.g. a per-environment Thompson sample (docs/design.md §4). A plain MLP takes batched matmuls
+        (:meth:`bongrl.functional.CompiledMLP.rows`), any other module ``vmap`` over :meth:`apply`; same numbers
+        as a loop over the rows up to floating-point summation order."""
+        if self._fast is not None:  # plain MLP: batched matmuls, no vmap dispatch
+            return self._fast.rows(thetas, x).reshape(x.shape[0], -1)
+        return vmap(lambda t, o: self.apply(t, o.unsqueeze(0))[0])(thetas, x)
+
+    def apply_linearized(self, eps: Tensor, x: Tensor) -> Tensor:
+        """BONG-LIN's linearised network at the mean μ (docs/design.md §2) moved by a parameter deviation ε:
+        f(μ, x) + J_μ(x) ε, (B, C), by one forward-mode pass (no Jacobian is formed).
+
+        ``eps`` (P,) is one deviation for every row; (B, P) gives row b its own ε_b (the linearised Thompson
+        samples of docs/design.md §4). A plain MLP takes a hand-written forward-mode pass, any other module
+        ``torch.func.jvp``."""
+        mean, fast = self.mean, self._fast
+        if fast is not None and fast.manual:  # plain MLP: hand-written forward-mode pass
+            q, dq = fast.jvp(mean, eps, x)
+            return (q + dq).reshape(x.shape[0], -1)
+
+        def one(e: Tensor, o: Tensor) -> Tensor:
+            q, dq = jvp(lambda t: self.apply(t, o), (mean,), (e,))
+            return q + dq
+
+        if eps.ndim == 1:
+            return one(eps, x)
+        return vmap(lambda e, o: one(e, o.unsqueeze(0))[0])(eps, x)
+
     def forward(self, x: Any, theta: Tensor | None = None) -> Tensor:
-        """Model outputs f(θ, x), (B, C); θ defaults to μ; a (n, P) θ gives (n, B, C)."""
+        """Model outputs f(θ, x), (B, C); θ defaults to μ; a (n, P) θ gives (n, B, C). Validates x; no gradients."""
         x = self._as_input(x)
         theta = self.mean if theta is None else theta
         with torch.no_grad():
             if theta.ndim == 2:
-                return vmap(self._call, in_dims=(0, None))(theta, x)
-            return self._call(theta, x)
+                return vmap(self.apply, in_dims=(0, None))(theta, x)
+            return self.apply(theta, x)
 
     def _output_fn(self, index: Tensor | None):
         def f(theta: Tensor, x_row: Tensor, idx: Tensor | None) -> tuple[Tensor, Tensor]:
-            out = self._call(theta, x_row.unsqueeze(0))[0]
+            out = self.apply(theta, x_row.unsqueeze(0))[0]
             if idx is not None:
                 out = out.gather(0, idx.reshape(1))
             return out, out
@@ -271,7 +332,7 @@ class BONG:
         theta = self.mean.detach().requires_grad_(True)
         try:
             with torch.enable_grad():
-                out = self._call(theta, x)
+                out = self.apply(theta, x)
         except (RuntimeError, IndexError, TypeError) as exc:
             raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model: {exc}") from exc
         B, C = out.shape
@@ -308,10 +369,10 @@ class BONG:
             f, J = self.jacobian(x, index=idx)
             H, residual, R = lik.lin_terms(f, J, y_enc)
             return whiten_lin(H, residual, R)
-        thetas = self.family.sample(self.state, self.num_samples, self.generator)
+        thetas = self.family.sample(self._state, self.num_samples, self.generator)
 
         def loglik(theta: Tensor) -> Tensor:
-            f = self._call(theta, x)
+            f = self.apply(theta, x)
             if idx is not None:
                 f = f.gather(1, idx.unsqueeze(1))
             return lik.log_prob(f, y_enc).sum()
@@ -330,25 +391,86 @@ class BONG:
     def update(self, x: Any, y: Any, index: Any = None) -> BONG:
         """One BONG step on the batch (x: (B, ...), y: (B,) or (B, C)); B = 1 is one online step.
 
-        Bad input (NaN/Inf, wrong shape, labels out of range) raises ``ValueError`` and leaves the posterior
-        bit-identical. ``index`` (B,) conditions on one selected output per row (C = 1).
+        :meth:`increment`, then the increment reducer if one is set (:meth:`set_increment_reducer`), then
+        :meth:`apply_increment`. Bad input (NaN/Inf, wrong shape, labels out of range) raises ``ValueError`` and
+        leaves the posterior bit-identical. ``index`` (B,) conditions on one selected output per row (C = 1).
         """
         A, g = self.increment(x, y, index)
+        if self._reducer is not None:  # e.g. bongrl.distributed: the sum of every rank's increment
+            A, g = self._reducer(A, g)
         self.apply_increment(A, g)
         return self
 
+    def set_increment_reducer(self, reducer: Reducer | None) -> None:
+        """Route every :meth:`update` through ``reducer(A, g) -> (A', g')`` between :meth:`increment` and
+        :meth:`apply_increment` (``None`` removes it). :mod:`bongrl.distributed` sets one so that each update is the
+        joint step on every rank's batch (docs/design.md §8)."""
+        if reducer is not None and not callable(reducer):
+            raise ValueError(f"the increment reducer must be callable, got {type(reducer).__name__}")
+        self._reducer = reducer
+
     def apply_increment(self, A: Tensor, g: Tensor) -> None:
         """Λ ← Λ + AAᵀ, μ ← μ + Λ⁻¹g (validated; the state is replaced only on success)."""
-        self.state = self.family.update(self.state, A, g)
+        self._state = self.family.update(self._state, A, g)
 
     def predict_step(self, gamma: float = 1.0, q: float = 0.0, toward_prior: bool = True) -> BONG:
         """μ ← γμ + (1−γ)μ₀, Σ ← γ²Σ + qI (μ₀ is the prior mean when ``toward_prior``, else 0)."""
-        self.state = self.family.predict(self.state, gamma, q, self.prior_mean if toward_prior else None)
+        self._state = self.family.predict(self._state, gamma, q, self.prior_mean if toward_prior else None)
         return self
 
+    # ------------------------------------------------------------------ rollback
+    def snapshot(self) -> State:
+        """A handle on the current posterior for :meth:`restore` (e.g. an agent's divergence guard, docs/design.md
+        §5). Cheap: states are replaced, never modified in place, so the snapshot is the state itself (a shallow
+        copy of its dict, O(number of keys); no tensor is copied)."""
+        return dict(self._state)
+
+    def restore(self, snapshot: State) -> None:
+        """Make ``snapshot`` (from :meth:`snapshot`) the posterior again, bit for bit. Checks only that its keys,
+        shapes, dtypes and devices are the current state's (no host sync, no finiteness check: it is a rollback,
+        not a load; :meth:`load_state_dict` validates)."""
+        cur = self._state
+        if set(snapshot) != set(cur):
+            raise ValueError(f"snapshot has keys {sorted(snapshot)}, the posterior {sorted(cur)}")
+        for k, v in snapshot.items():
+            c = cur[k]
+            if not torch.is_tensor(v) or v.shape != c.shape or v.dtype != c.dtype or v.device != c.device:
+                raise ValueError(f"snapshot entry {k!r} does not match the posterior's {tuple(c.shape)} {c.dtype}")
+        self._state = dict(snapshot)
+
+    # ------------------------------------------------------------------ the posterior's linear algebra
     def covariance(self) -> Tensor:
         """Dense Σ (P×P). O(P²) memory and O(P²L) (dlr) / O(P³) time: small P only."""
-        return self.family.covariance(self.state)
+        return self.family.covariance(self._state)
+
+    def precondition(self, v: Tensor) -> Tensor:
+        """Σ v at the current posterior, v (P,) or (P, K): the family's ``precondition`` (docs/design.md §3), the
+        natural-gradient preconditioner, e.g. of the randomise-then-optimise sweeps (§4). Exact for full, diag and
+        dlr (Woodbury); the structured Σ for kfac. No dense Σ is formed."""
+        return self.family.precondition(self._state, v)
+
+    def marginal_variance(self) -> Tensor:
+        """diag(Σ), shape (P,), without forming Σ."""
+        return self.family.marginal_variance(self._state)
+
+    def health_report(self) -> dict[str, float]:
+        """Numerical health of the posterior (:mod:`bongrl.health`): ``finite`` (1.0 when every state tensor is
+        finite, else 0.0), ``health`` (the family's positive-definiteness number, > 0 iff the belief is positive
+        definite: :meth:`~bongrl.posteriors.base.PosteriorFamily.health`) and ``marginal_variance`` (the smallest
+        diag(Σ)). The last two are NaN when the state is not finite or their linear algebra fails."""
+        state, family = self._state, self.family
+        finite = all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+        out = {"finite": 1.0 if finite else 0.0, "health": math.nan, "marginal_variance": math.nan}
+        if finite:
+            try:
+                out["health"] = float(family.health(state))
+            except (RuntimeError, ValueError):  # e.g. eigvalsh failing on a broken matrix
+                out["health"] = math.nan
+            try:
+                out["marginal_variance"] = float(family.marginal_variance(state).min())
+            except (RuntimeError, ValueError):
+                out["marginal_variance"] = math.nan
+        return out
 
     def predict(self, x: Any, index: Any = None) -> tuple[Tensor, Tensor]:
         """Predictive mean f(μ, x) of the model output (B, C) and its linearised variance diag(J Σ Jᵀ) (B, C).
@@ -359,12 +481,12 @@ class BONG:
         B, C = self._output_shape(x)
         idx = self._check_index(index, B, C)
         f, J = self.jacobian(x, index=idx)
-        var = self.family.predictive_cov(self.state, J).diagonal(dim1=-2, dim2=-1).clamp_min(0.0)
+        var = self.family.predictive_cov(self._state, J).diagonal(dim1=-2, dim2=-1).clamp_min(0.0)
         return f.detach(), var.detach()
 
     def sample(self, n: int) -> Tensor:
         """n parameter samples θ ~ N(μ, Σ), shape (n, P), from the estimator's seeded generator."""
-        return self.family.sample(self.state, n, self.generator)
+        return self.family.sample(self._state, n, self.generator)
 
     def write_mean(self) -> None:
         """Copy μ into the model's parameters (e.g. to use the model outside bongrl)."""
@@ -373,25 +495,29 @@ class BONG:
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Tensor]:
         """Tensors only (safetensors-ready): ``posterior.<key>``, ``prior_mean`` and ``rng_state``."""
-        sd = {f"posterior.{k}": v.detach().clone(memory_format=torch.contiguous_format) for k, v in self.state.items()}
+        sd = {f"posterior.{k}": v.detach().clone(memory_format=torch.contiguous_format) for k, v in self._state.items()}
         sd["prior_mean"] = self.prior_mean.clone()
         sd["rng_state"] = self.generator.get_state().clone()
         return sd
 
     def load_state_dict(self, sd: dict[str, Tensor]) -> None:
-        """Restore from :meth:`state_dict`; validates shapes and finiteness before replacing anything."""
+        """Restore from :meth:`state_dict`; validates shapes and finiteness before replacing anything.
+
+        The tensors are copied into memory of the estimator's own: the caller's dict is never aliased, and a
+        posterior read from a file (whose tensors may sit at any byte offset of a mapped buffer) runs the same
+        BLAS kernels, and so gives the same bits, as the one that was saved."""
         state = {k[len("posterior.") :]: v for k, v in sd.items() if k.startswith("posterior.")}
-        state = {k: torch.as_tensor(v).to(device=self.device, dtype=self.dtype) for k, v in state.items()}
+        state = {k: _owned(v, self.device, self.dtype) for k, v in state.items()}
         self.family.validate_state(state)
         if state["mean"].shape != (self.num_params,):
             raise ValueError(f"state has {state['mean'].shape[0]} parameters, the model has {self.num_params}")
         prior_mean = self.prior_mean
         if "prior_mean" in sd:
-            prior_mean = torch.as_tensor(sd["prior_mean"]).to(device=self.device, dtype=self.dtype)
+            prior_mean = _owned(sd["prior_mean"], self.device, self.dtype)
             if prior_mean.shape != (self.num_params,):
                 raise ValueError("prior_mean in the state dict has the wrong size")
         if "rng_state" in sd:
             rng = torch.as_tensor(sd["rng_state"]).to(dtype=torch.uint8, device="cpu")
             self.generator.set_state(rng)
-        self.state = state
+        self._state = state
         self.prior_mean = prior_mean

@@ -1,7 +1,7 @@
 """Data-parallel BONG with ``torch.distributed``: every rank holds the *same* posterior after every update.
 
-Independent observations add in information form (DESIGN.md §2, §6). At a shared linearisation point (the same
-predicted belief q_{t|t-1} on every rank), rank r's batch contributes a precision increment A_r A_rᵀ and a
+Independent observations add in information form (docs/design.md §2, §8). At a shared linearisation point (the
+same predicted belief q_{t|t-1} on every rank), rank r's batch contributes a precision increment A_r A_rᵀ and a
 natural-gradient vector g_r, so the joint BONG step on the union of the ranks' transitions is::
 
     Λ' = Λ + Σ_r A_r A_rᵀ = Λ + A_all A_allᵀ,   A_all = [A_0 | A_1 | … | A_{R-1}]  (columns in rank order)
@@ -12,10 +12,12 @@ batch, because the whitened LIN columns and g of a batch are per-row columns and
 MC-Hess: each rank draws its own samples, so the sum of the ranks' unbiased estimates is an estimate of the
 joint increment).
 
-Reduction (:func:`reduce_increment`):
+Reduction (:func:`reduce_increment`): the family says how its increments combine
+(:meth:`~bongrl.posteriors.base.PosteriorFamily.reduce_increment`), through the two collective operations of
+:class:`TorchCollective`, so the posterior modules never import ``torch.distributed``:
 
-* default, any family (full, dlr, plugins): ``all_gather`` the columns (ranks may have different K: the sizes
-  are gathered first and the blocks padded to the largest) together with g in one message, then every rank
+* default, any family (full, dlr, kfac, plugins): ``all_gather`` the columns (ranks may have different K: the
+  sizes are gathered first and the blocks padded to the largest) together with g in one message, then every rank
   sums the g's and concatenates the columns *in rank order* and calls the family's own ``update``. Every rank
   runs the same floating-point program on the same bytes, so the states are bit-identical; for ``dlr`` the
   untruncated Woodbury mean step and the truncation of ``[W | A_all]`` are the single-process ones on the
@@ -44,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from bongrl.posteriors.base import PosteriorFamily, State
+from bongrl.bong import Reducer
+from bongrl.posteriors.base import PosteriorFamily, State, gather_increment
 
 __all__ = [
     "init_distributed",
     "backend_for",
+    "TorchCollective",
     "reduce_increment",
     "all_reduce_increment",
     "broadcast_state",
@@ -69,8 +72,6 @@ __all__ = [
     "write_posterior_hash",
     "run_distributed_training",
 ]
-
-Reducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 # -------------------------------------------------------------------------------------------------- set-up
@@ -117,16 +118,20 @@ def _world(group: Any) -> int:
     return dist.get_world_size(group) if dist.is_initialized() else 1
 
 
-def _is_diag(family: PosteriorFamily | str | None) -> bool:
-    if family is None:
-        return False
-    if isinstance(family, str):
-        return False  # a name does not say which mean step: the generic all-gather is right for every one
-    from bongrl.posteriors.diag import DiagonalPrecision
+class TorchCollective:
+    """:class:`~bongrl.posteriors.base.Collective` over a ``torch.distributed`` process group (``None``: the
+    default group): what a family's :meth:`~bongrl.posteriors.base.PosteriorFamily.reduce_increment` calls."""
 
-    # exact type (a subclass may use more of A than rowsum(A²)), and the natural-gradient mean step only: the
-    # VD-EKF gain step (mean_update "gain", the LIN default) needs the columns of A themselves
-    return type(family) is DiagonalPrecision and family.mean_form == "ng"
+    def __init__(self, group: Any = None) -> None:
+        self.group = group
+
+    def all_gather(self, t: Tensor) -> list[Tensor]:
+        out = [torch.empty_like(t) for _ in range(dist.get_world_size(self.group))]
+        dist.all_gather(out, t, group=self.group)
+        return out
+
+    def all_reduce_sum(self, t: Tensor) -> None:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
 
 
 def reduce_increment(
@@ -136,38 +141,19 @@ def reduce_increment(
 
     ``A`` is (P, K_r) (K_r may differ across ranks, and may be 0), ``g`` is (P,). Collective: every rank of
     ``group`` must call it. Without an initialised process group (or with one rank) it returns its inputs.
-    ``family`` selects the communication pattern (``diag``: one all-reduce of 2P numbers; others: all-gather
-    of the columns); ``None`` means the generic all-gather.
+    The ``family`` object chooses the communication pattern
+    (:meth:`~bongrl.posteriors.base.PosteriorFamily.reduce_increment`: ``diag`` with its natural-gradient step
+    all-reduces 2P numbers, the others all-gather the columns); a name or ``None`` means the generic all-gather.
     """
     if A.ndim != 2 or g.ndim != 1 or A.shape[0] != g.shape[0]:
         raise ValueError(f"A must be (P, K) and g (P,), got {tuple(A.shape)} and {tuple(g.shape)}")
     if _world(group) == 1:
         return A, g
-    P = g.shape[0]
     A = A.to(g.dtype)
-    if _is_diag(family):
-        buf = torch.stack([(A * A).sum(1), g])  # (2, P)
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
-        return buf[0].sqrt().unsqueeze(1), buf[1]
-    R = dist.get_world_size(group)
-    K = A.shape[1]
-    sizes = torch.tensor([K], dtype=torch.int64, device=g.device)
-    all_sizes = [torch.empty_like(sizes) for _ in range(R)]
-    dist.all_gather(all_sizes, sizes, group=group)
-    ks = [int(s.item()) for s in all_sizes]
-    kmax = max(ks)
-    # rows of one contiguous (kmax + 1, P) block: the K columns of A (transposed), zero padding, then g.
-    block = torch.zeros(kmax + 1, P, dtype=g.dtype, device=g.device)
-    block[:K] = A.T
-    block[kmax] = g
-    blocks = [torch.empty_like(block) for _ in range(R)]
-    dist.all_gather(blocks, block, group=group)
-    g_sum = blocks[0][kmax].clone()
-    for b in blocks[1:]:  # fixed rank order: the same bytes on every rank
-        g_sum += b[kmax]
-    # (P, ΣK) as a transposed view of a row-major block, the layout whiten_lin gives a single process
-    A_all = torch.cat([b[:k] for b, k in zip(blocks, ks, strict=True)], dim=0).T
-    return A_all, g_sum
+    collective = TorchCollective(group)
+    if isinstance(family, PosteriorFamily):
+        return family.reduce_increment(A, g, collective)
+    return gather_increment(A, g, collective)
 
 
 def all_reduce_increment(
@@ -247,11 +233,12 @@ class DistributedBONG:
     """Data-parallel view of a :class:`bongrl.bong.BONG` estimator.
 
     ``update(x, y, index)`` computes the local increment, combines it across ranks and applies the joint step,
-    so every rank's ``est.state`` stays identical. On construction rank ``src`` broadcasts its posterior,
-    prior mean and network weights (parameters outside the posterior stay frozen at the module's values, so
-    they must match too).
+    so every rank's posterior (``est.state``) stays identical. On construction rank ``src`` broadcasts its
+    posterior, prior mean and network weights (parameters outside the posterior stay frozen at the module's
+    values, so they must match too). Only the estimator's public API is used.
 
-    Use :attr:`reducer` as an ``(A, g) -> (A, g)`` hook between ``est.increment`` and ``est.apply_increment``.
+    :meth:`reducer` is the ``(A, g) -> (A, g)`` hook to install with ``est.set_increment_reducer`` (what
+    :func:`prepare_agent` does), so that the estimator's own ``update`` takes the joint step.
     """
 
     def __init__(self, est: Any, group: Any = None, src: int = 0, sync_initial: bool = True) -> None:
@@ -270,12 +257,13 @@ class DistributedBONG:
         return _world(self.group)
 
     def broadcast(self, src: int = 0) -> None:
-        """Overwrite every rank's posterior, prior mean and network weights with rank ``src``'s."""
+        """Overwrite every rank's posterior, prior mean and network weights with rank ``src``'s (each rank keeps
+        its own random generator, so Monte-Carlo samples stay independent across ranks)."""
         est = self.est
-        est.state = broadcast_state(est.state, src, self.group)
-        extra = {"prior_mean": est.prior_mean, **{f"net.{k}": v for k, v in est.model.state_dict().items()}}
-        synced = broadcast_state(extra, src, self.group)
-        est.prior_mean = synced.pop("prior_mean")
+        # the estimator's state dict minus its generator: ``posterior.*`` and ``prior_mean``
+        sd = {k: v for k, v in est.state_dict().items() if k != "rng_state"}
+        synced = broadcast_state({**sd, **{f"net.{k}": v for k, v in est.model.state_dict().items()}}, src, self.group)
+        est.load_state_dict({k: v for k, v in synced.items() if not k.startswith("net.")})
         with torch.no_grad():
             for k, v in est.model.state_dict().items():
                 v.copy_(synced[f"net.{k}"])
@@ -284,11 +272,18 @@ class DistributedBONG:
         """The combined increment of all ranks (collective)."""
         return reduce_increment(self.est.family, A, g, self.group)
 
-    def update(self, x: Any, y: Any, index: Any = None) -> Any:
-        A, g = self.est.increment(x, y, index)
+    def apply_increment(self, A: Tensor, g: Tensor) -> Any:
+        """Combine this rank's increment (A may have 0 columns: a rank with nothing to condition on must still
+        join) with the others' and apply the joint step; nothing changes if no rank had a column."""
         A_all, g_sum = self.reducer(A, g)
-        self.est.apply_increment(A_all, g_sum)
+        if A_all.shape[1] > 0:
+            self.est.apply_increment(A_all, g_sum)
         return self.est
+
+    def update(self, x: Any, y: Any, index: Any = None) -> Any:
+        """The joint BONG step on every rank's batch (collective): this rank's increment on (x, y), combined."""
+        A, g = self.est.increment(x, y, index)
+        return self.apply_increment(A, g)
 
     def hash(self) -> str:
         return posterior_hash(self.est.state)
@@ -298,23 +293,10 @@ class DistributedBONG:
 
 
 def attach_reducer(agent: Any, reducer: Reducer) -> None:
-    """Make ``agent``'s BONG steps go through ``reducer``.
-
-    Uses the agent's ``increment_reducer`` hook when it has one (an attribute consulted between
-    ``est.increment`` and ``est.apply_increment``); otherwise routes the agent's estimator's ``update``
-    through increment → reducer → apply_increment (an instance attribute, so other estimators are untouched).
-    """
-    if hasattr(agent, "increment_reducer"):
-        agent.increment_reducer = reducer
-        return
-    est = agent.est
-
-    def update(self: Any, x: Any, y: Any, index: Any = None) -> Any:
-        A, g = self.increment(x, y, index)
-        self.apply_increment(*reducer(A, g))
-        return self
-
-    est.update = types.MethodType(update, est)
+    """Make every BONG step of ``agent`` (anything with an ``est``, the :class:`~bongrl.bong.BONG` estimator it
+    updates through ``est.update``) go through ``reducer``: the estimator's increment-reducer hook
+    (:meth:`bongrl.bong.BONG.set_increment_reducer`)."""
+    agent.est.set_increment_reducer(reducer)
 
 
 # ------------------------------------------------------------------------------------------ training entry

@@ -15,7 +15,7 @@ Example::
     from bongrl.health import HealthMonitor
     monitor = HealthMonitor(every=1000)
     agent.learn(100_000, callback=monitor, callback_every=1000)   # BongDQN
-    bandit.learn(env, 10_000, callback=monitor)                   # ThompsonBandit (checks every 1000 rounds)
+    bandit.learn(10_000, callback=monitor, env=env)               # ThompsonBandit (checks every 1000 rounds)
     monitor.log[-1], monitor.first_violation
 
 Checks cost one ``health`` evaluation (O(P³) for ``full``) and one marginal-variance pass each time, nothing in
@@ -24,12 +24,9 @@ between; ``every`` trades detection delay for cost.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 __all__ = ["HealthError", "HealthMonitor", "Violation", "chain", "posterior_health"]
 
@@ -64,21 +61,9 @@ def _estimator(obj: Any) -> Any:
 
 
 def posterior_health(obj: Any) -> dict[str, float]:
-    """``finite`` (1.0 / 0.0), ``health`` and ``marginal_variance`` (min) of an agent's or a BONG's posterior."""
-    est = _estimator(obj)
-    state, family = est.state, est.family
-    finite = all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
-    out = {"finite": 1.0 if finite else 0.0, "health": math.nan, "marginal_variance": math.nan}
-    if finite:
-        try:
-            out["health"] = float(family.health(state))
-        except (RuntimeError, ValueError):  # e.g. eigvalsh failing on a broken matrix
-            out["health"] = math.nan
-        try:
-            out["marginal_variance"] = float(family.marginal_variance(state).min())
-        except (RuntimeError, ValueError):
-            out["marginal_variance"] = math.nan
-    return out
+    """``finite`` (1.0 / 0.0), ``health`` and ``marginal_variance`` (min) of an agent's or a BONG's posterior
+    (:meth:`bongrl.bong.BONG.health_report`)."""
+    return _estimator(obj).health_report()
 
 
 class HealthMonitor:
@@ -110,7 +95,7 @@ class HealthMonitor:
     def check(self, obj: Any, step: int) -> Violation | None:
         """Check now (whatever the period); log the numbers; return the violation found, if any."""
         est = _estimator(obj)
-        family = getattr(est, "family_name", type(est.family).__name__)
+        family = est.family_name
         h = posterior_health(est)
         self.log.append({"step": int(step), "family": family, **h})
         self._last_checked = int(step)

@@ -215,10 +215,10 @@ def test_categorical_lin_learns(family):
     def nll():
         return nn.functional.cross_entropy(est.forward(X[300:]), y[300:]).item()
 
-    nll0, var0 = nll(), est.family.marginal_variance(est.state).sum().item()
+    nll0, var0 = nll(), est.marginal_variance().sum().item()
     for i in range(300):
         est.update(X[i : i + 1], y[i : i + 1])
-    assert est.family.marginal_variance(est.state).sum().item() < 0.5 * var0
+    assert est.marginal_variance().sum().item() < 0.5 * var0
     assert nll() < 0.7 * nll0
 
 

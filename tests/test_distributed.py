@@ -21,7 +21,6 @@ from torch import nn
 from bongrl.bong import BONG
 from bongrl.distributed import (
     DistributedBONG,
-    all_reduce_increment,
     posterior_hash,
     reduce_increment,
 )
@@ -82,9 +81,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             else:  # nothing to condition on here, but the collective must still be joined
                 P = est.num_params
                 z = torch.zeros(P, dtype=torch.float64)
-                est.state = all_reduce_increment(
-                    est.family, est.state, torch.zeros(P, 0, dtype=torch.float64), z
-                )
+                dest.apply_increment(torch.zeros(P, 0, dtype=torch.float64), z)
             dest.assert_same_posterior()
         torch.save({k: v.contiguous() for k, v in est.state.items()}, out / f"{family}_rank{rank}.pt")
         (out / f"{family}_rank{rank}.hash").write_text(dest.hash())
@@ -180,7 +177,9 @@ def test_single_process_reducer_is_identity_and_hash_is_layout_free() -> None:
     assert posterior_hash(s1) != posterior_hash(s2)
 
 
-def test_attach_reducer_uses_the_hook_or_wraps_update() -> None:
+def test_attach_reducer_routes_the_estimators_updates() -> None:
+    """attach_reducer installs the estimator's increment-reducer hook: every est.update (what both agents call)
+    goes increment → reducer → apply_increment, with the numbers of a plain update for an identity reducer."""
     from types import SimpleNamespace
 
     from bongrl.distributed import attach_reducer
@@ -191,26 +190,55 @@ def test_attach_reducer_uses_the_hook_or_wraps_update() -> None:
         calls.append(A.shape[1])
         return A, g
 
-    hooked = SimpleNamespace(increment_reducer=None, est=None)
-    attach_reducer(hooked, reducer)
-    assert hooked.increment_reducer is reducer
-
     est, ref = _est("dlr", 1), _est("dlr", 1)
-    plain = SimpleNamespace(est=est)
-    attach_reducer(plain, reducer)
+    agent = SimpleNamespace(est=est)
+    attach_reducer(agent, reducer)
     x, y, idx = _round_data(0)
-    plain.est.update(x, y, idx)
+    agent.est.update(x, y, idx)
     ref.update(x, y, idx)
     assert calls == [5]
     assert posterior_hash(est.state) == posterior_hash(ref.state)
+    est.set_increment_reducer(None)
+    est.update(x[:1], y[:1], idx[:1])
+    assert calls == [5]
+    with pytest.raises(ValueError, match="callable"):
+        est.set_increment_reducer(42)  # type: ignore[arg-type]
+
+
+class _RecordingCollective:
+    """One rank's view of a 2-rank group whose other rank sends ``other`` (one tensor per call); records which
+    operations the family used."""
+
+    def __init__(self, other: list[torch.Tensor]) -> None:
+        self.other = list(other)
+        self.ops: list[str] = []
+
+    def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        self.ops.append("all_gather")
+        return [t.clone(), self.other.pop(0)]
+
+    def all_reduce_sum(self, t: torch.Tensor) -> None:
+        self.ops.append("all_reduce_sum")
+        t += self.other.pop(0)
 
 
 def test_diag_compact_reduction_only_for_the_natural_gradient_step() -> None:
     """The 2P all-reduce of diag carries rowsum(A²) only: right for mean_update="ng", wrong for the gain step
-    (the default for LIN), which needs A's columns and so takes the generic all-gather."""
-    from bongrl.distributed import _is_diag
+    (the default for LIN), which needs A's columns and so takes the generic all-gather, as does a subclass (it may
+    use more of A). The family says which through reduce_increment; no name or type check in distributed."""
     from bongrl.posteriors.diag import DiagonalPrecision
 
-    assert _is_diag(DiagonalPrecision(mean_update="ng"))
-    assert not _is_diag(DiagonalPrecision(mean_update="gain")) and not _is_diag(DiagonalPrecision())
-    assert not _is_diag("diag")
+    class MyDiag(DiagonalPrecision):
+        pass
+
+    A, g = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    other = torch.stack([torch.rand(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)])
+    coll = _RecordingCollective([other])
+    A_all, g_sum = DiagonalPrecision(mean_update="ng").reduce_increment(A, g, coll)
+    assert coll.ops == ["all_reduce_sum"] and A_all.shape == (6, 1)
+    torch.testing.assert_close(A_all[:, 0] ** 2, (A * A).sum(1) + other[0], rtol=1e-14, atol=0)
+    torch.testing.assert_close(g_sum, g + other[1], rtol=0, atol=0)
+    for fam in (DiagonalPrecision(mean_update="gain"), DiagonalPrecision(), MyDiag(mean_update="ng")):
+        coll = _RecordingCollective([torch.tensor([1]), torch.randn(3, 6, dtype=torch.float64)])
+        A_all, _ = fam.reduce_increment(A, g, coll)
+        assert coll.ops == ["all_gather", "all_gather"] and A_all.shape == (6, 3)

@@ -433,7 +433,7 @@ def test_health_monitor_reports_the_first_violation() -> None:
     def corrupt(a: BongDQN, info: dict) -> None:  # at step 30 a precision entry goes negative
         if info.get("kind") == "step" and info["step"] == 30 and not state:
             prec = a.est.state["prec"].clone().index_fill_(0, torch.tensor([3]), -1.0)
-            a.est.state = {**a.est.state, "prec": prec}
+            a.est.restore({**a.est.snapshot(), "prec": prec})  # restore checks layout only, not positivity
             state["done"] = True
 
     agent.learn(50, callback=chain(corrupt, monitor), callback_every=10)
@@ -441,7 +441,7 @@ def test_health_monitor_reports_the_first_violation() -> None:
     assert v is not None and (v.step, v.family, v.metric) == (30, "diag", "health") and v.value == -1.0
     assert "step 30" in str(v) and "'diag'" in str(v) and [r["step"] for r in monitor.log] == [10, 20, 30, 40, 50]
     agent2 = _dqn(posterior="diag", replay_every=0)
-    agent2.est.state = {**agent2.est.state, "mean": agent2.est.state["mean"] * np.nan}
+    agent2.est.restore({**agent2.est.snapshot(), "mean": agent2.est.state["mean"] * np.nan})
     assert HealthMonitor(every=10)(agent2, {"kind": "episode", "step": 10}) is None  # only periodic events check
     with pytest.raises(HealthError, match="step 10.*'diag'.*finite"):  # default: raise (stops training)
         HealthMonitor(every=10)(agent2, {"kind": "step", "step": 10})

@@ -139,3 +139,47 @@ def test_resume_to_a_larger_total_is_bit_identical(
     t_ref, m_ref = load_checkpoint(tmp_path / "ref" / runs.CHECKPOINT)
     assert [k for k in t_ref if not torch.equal(t_run[k], t_ref[k])] == [] and m_run == m_ref
     assert _episode_rows(tmp_path / "run", kind) == _episode_rows(tmp_path / "ref", kind)
+
+
+def _deep_sea_agent(**kw):
+    import gymnasium as gym
+
+    from bongrl import presets
+    from bongrl.agents.bong_dqn import BongDQN
+
+    # a replay of 12 holds the transitions between two samples (rto_merge) but not the run: the merged store is
+    # the only record of the older ones
+    hp = {**presets.get("bongrl/DeepSea-v0")["hyperparameters"], "hidden": [32], "buffer_size": 12, **kw}
+    return BongDQN(gym.make("bongrl/DeepSea-v0", size=5, mapping_seed=42), posterior="full", seed=0, device="cpu",
+                   **hp)
+
+
+def test_rto_merge_resume_is_bit_identical(tmp_path: Path) -> None:
+    """The randomise-then-optimise sampler checkpoints what it carries between samples (the warm start and the
+    merged transitions, ``rto_store.*``): a DeepSea run saved mid-episode, loaded and continued equals the run in
+    one go, tensor for tensor. A checkpoint without the merged store (written before it was saved) still loads:
+    the store is then rebuilt from the replay at the next sample."""
+    import gymnasium as gym
+
+    from bongrl.agents.bong_dqn import BongDQN
+
+    total = 5 * 20
+    ref = _deep_sea_agent()
+    ref.learn(total)
+    run = _deep_sea_agent()
+    run.learn(5 * 9 + 2)
+    path = run.save(tmp_path / "mid.safetensors", include_replay=True)
+    saved, _ = load_checkpoint(path)
+    assert {"rto_prev", "rto_store.m", "rto_store.seen", "rto_store.phi"} <= set(saved)
+    resumed = BongDQN.load(path, env=gym.make("bongrl/DeepSea-v0", size=5, mapping_seed=42), device="cpu")
+    assert resumed.rto.store["keys"] == run.rto.store["keys"] and resumed.rto.store["m"] == run.rto.store["m"]
+    resumed.learn(total - resumed.num_timesteps)
+    t_ref, _ = load_checkpoint(ref.save(tmp_path / "ref.safetensors", include_replay=True))
+    t_res, _ = load_checkpoint(resumed.save(tmp_path / "res.safetensors", include_replay=True))
+    assert t_res.keys() == t_ref.keys()
+    assert [k for k in t_ref if not torch.equal(t_res[k], t_ref[k])] == []
+
+    old = {k: v for k, v in saved.items() if not k.startswith("rto_store.")}
+    fresh = _deep_sea_agent()
+    fresh.rto.load_state_dict(old)
+    assert fresh.rto.store is None and torch.equal(fresh.rto.prev, saved["rto_prev"])

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import jvp, vmap
 
 from bongrl import registry
 from bongrl.agents.spaces import as_real_array
@@ -139,17 +138,17 @@ class PosteriorValueAgent:
 
     # ------------------------------------------------------------------ ValueModel
     def q_values(self, obs: Tensor, theta: Tensor | None = None) -> Tensor:
-        """Values (B, A) at the mean, or under a sample from :meth:`sample_params` ((P,) or one per row, (B, P))."""
+        """Values (B, A) at the mean, or under a sample from :meth:`sample_params` ((P,) or one per row, (B, P)).
+        With :attr:`linearized_samples` a sample is a deviation ε acting through the linearised network
+        Q_μ(s) + J_μ(s) ε (:meth:`~bongrl.bong.BONG.apply_linearized`, docs/design.md §4)."""
         with torch.no_grad():
             if theta is None:
-                return self.est._call(self.est.mean, obs)
+                return self.est.apply(self.est.mean, obs)
             if self.linearized_samples:
-                return self._linearized_q(obs, theta)
+                return self.est.apply_linearized(theta, obs)
             if theta.ndim == 1:
-                return self.est._call(theta, obs)
-            if self.est._fast is not None:  # plain MLP: batched matmuls, no vmap dispatch
-                return self.est._fast.rows(theta, obs).reshape(obs.shape[0], -1)
-            return vmap(lambda t, o: self.est._call(t, o.unsqueeze(0))[0])(theta, obs)
+                return self.est.apply(theta, obs)
+            return self.est.apply_per_row(theta, obs)
 
     def q_std(self, obs: Tensor) -> Tensor:
         _, var = self.est.predict(obs)
@@ -165,22 +164,6 @@ class PosteriorValueAgent:
             _log.warning("posterior sampling failed (%s): acting on the mean until the next draw", exc)
             draws = self.est.mean.expand(n, -1).clone()
         return draws - self.est.mean if self.linearized_samples else draws
-
-    def _linearized_q(self, obs: Tensor, eps: Tensor) -> Tensor:
-        """Q_μ(s) + J_μ(s) ε by one forward-mode pass (torch.func.jvp): BONG-LIN's linearised model evaluated at a
-        posterior deviation ε (the NeuralTS-style Thompson sample); ε of shape (B, P) gives row b its own ε_b."""
-        mean, call, fast = self.est.mean, self.est._call, self.est._fast
-        if fast is not None and fast.manual:  # plain MLP: hand-written forward-mode pass
-            q, dq = fast.jvp(mean, eps, obs)
-            return (q + dq).reshape(obs.shape[0], -1)
-
-        def one(e: Tensor, o: Tensor) -> Tensor:
-            q, dq = jvp(lambda t: call(t, o), (mean,), (e,))
-            return q + dq
-
-        if eps.ndim == 1:
-            return one(eps, obs)
-        return vmap(lambda e, o: one(e, o.unsqueeze(0))[0])(eps, obs)
 
     # ------------------------------------------------------------------ helpers
     def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:

@@ -2,11 +2,11 @@
 
 Per transition (s, a, r, s', done) the TD target y = r + γ_d (1 − terminated) Q_target(s', a*) (a* = argmax of the
 online mean network when ``double_q``, else of the target network) is a Gaussian observation of h(θ) = Q_θ(s, a)
-with noise ``obs_std`` (DESIGN.md §3), and one BONG step (Jones et al. 2024) conditions the posterior on it. A batch
-of K vectorised environments gives K transitions, conditioned on jointly in one batched update. Before every update a
-predict step applies forgetting / process noise, so the posterior tracks the non-stationary TD targets. Optionally,
-``replay_every`` > 0 adds BONG steps on minibatches from a replay buffer. The bootstrap uses a lagged copy of the
-posterior mean (the target network), refreshed every ``target_update`` env steps.
+with noise ``obs_std`` (docs/design.md §5), and one BONG step (Jones et al. 2024) conditions the posterior on it. A
+batch of K vectorised environments gives K transitions, conditioned on jointly in one batched update. Before every
+update a predict step applies forgetting / process noise, so the posterior tracks the non-stationary TD targets.
+Optionally, ``replay_every`` > 0 adds BONG steps on minibatches from a replay buffer. The bootstrap uses a lagged copy
+of the posterior mean (the target network), refreshed every ``target_update`` env steps.
 
 Exploration is a plugin (``thompson`` by default: act greedily on a posterior sample drawn once per episode).
 """
@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 
 from bongrl import __version__
-from bongrl.agents import rto as _rto
 from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs
 from bongrl.agents.networks import build_q_network
 from bongrl.agents.normalize import WarmupScale, reward_scale
+from bongrl.agents.rto import RTOSampler, Transitions
 from bongrl.agents.spaces import EncodedObservations, ObsEncoder
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bongrl.envs.recorder import EpisodeRecorder
@@ -107,7 +107,7 @@ class BongDQNConfig(ExplorationSettings):
     replay_steps: int = 1
     """Replay updates each time they run."""
     rto_sweeps: int = 0
-    """Randomise-then-optimise Thompson samples (DESIGN.md §3): each posterior sample perturbs the prior mean
+    """Randomise-then-optimise Thompson samples (docs/design.md §4): each posterior sample perturbs the prior mean
     (ξ ~ prior) and every stored TD target (ε_i ~ N(0, σ²)), then takes this many natural-gradient sweeps over the
     whole replay, preconditioned by the BONG covariance, with bootstrap targets from the sample itself (so the
     sample is consistent under its own Bellman backups: deep exploration). 0 = plain samples θ ~ N(μ, Σ). Exact
@@ -335,9 +335,8 @@ class BongDQN(PosteriorValueAgent):
         self._replay_pos = 0
         self._replay_full = False
         self._predict_rule = None
-        #: Optional (A, g) -> (A, g) applied between computing and applying each BONG increment, e.g.
-        #: :func:`bongrl.distributed.reduce_increment` so that every rank holds the same posterior.
-        self.increment_reducer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+        #: randomise-then-optimise samples over the replay (``rto_sweeps`` > 0; docs/design.md §4)
+        self.rto = RTOSampler(self.est, cfg, _ReplaySource(self), self.generator, self.num_actions)
 
     def _obs_tensor(self, obs: Any, obs_shape: tuple[int, ...], name: str = "observation") -> Tensor:
         """Validated observations as the network sees them (rescaled by ``obs_normalize``)."""
@@ -389,7 +388,7 @@ class BongDQN(PosteriorValueAgent):
         half[idx] = torch.as_tensor(std, device=self.device, dtype=self.dtype)
         self._obs_affine = (center.reshape(self._obs_affine[0].shape), half.reshape(self._obs_affine[1].shape))
 
-    def _replay_rows(self, idx: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _replay_rows(self, idx: Tensor | None = None) -> Transitions:
         """(obs, act, rew, next_obs, term) of the replay rows ``idx`` (all stored rows when None) as the network
         and the likelihood see them: observations normalised, rewards in units of :attr:`reward_scale`."""
         r = self._replay
@@ -433,7 +432,7 @@ class BongDQN(PosteriorValueAgent):
         """y = r + γ_d (1 − terminated) Q_target(s', a*) with r in units of :attr:`reward_scale`."""
         cfg = self.config
         with torch.no_grad():
-            q_next_t = self.est._call(self.target_theta, nxt)
+            q_next_t = self.est.apply(self.target_theta, nxt)
             if cfg.double_q:
                 a_star = self.q_values(nxt).argmax(-1, keepdim=True)
             else:
@@ -446,17 +445,15 @@ class BongDQN(PosteriorValueAgent):
         if cfg.td_clip > 0:
             q_sa = self.q_values(obs).gather(1, act.reshape(-1, 1)).squeeze(1)
             y = q_sa + (y - q_sa).clamp(-cfg.td_clip, cfg.td_clip)
-        before = self.est.state  # family states are replaced, never modified in place: this is a snapshot
+        before = self.est.snapshot()  # the divergence guard's rollback point (docs/design.md §5)
         try:
             self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
-            A, g = self.est.increment(obs, y, index=act)
-            if self.increment_reducer is not None:  # e.g. bongrl.distributed: combine the ranks' increments
-                A, g = self.increment_reducer(A, g)
-            self.est.apply_increment(A, g)
+            # increment, the estimator's reducer if any (bongrl.distributed: every rank's increment), apply
+            self.est.update(obs, y, index=act)
         except (NumericalError, torch.linalg.LinAlgError) as exc:
             # The inputs were validated before (observations, rewards): a non-finite increment or posterior, or a
             # lost Cholesky, is a numerical failure of this step. Keep the last good posterior and carry on.
-            self.est.state = before
+            self.est.restore(before)
             self.rejected_updates += 1
             self._rejected_in_a_row += 1
             if self.rejected_updates <= 10 or self.rejected_updates % 1000 == 0:
@@ -622,11 +619,11 @@ class BongDQN(PosteriorValueAgent):
         al. 2018) trains its feature network: the Huber loss between Q_μ(s, a) — the network with the BONG
         posterior-mean head μ and the module's current body — and the TD targets ``y`` (bootstrapped from the
         target head). Only the body moves; the head posterior conditions online on the new features. The body
-        weights are the module's own parameters, which ``est._call`` reads live on every call."""
+        weights are the module's own parameters, which ``est.apply`` reads live on every call."""
         if self._body_opt is None:
             return
         with torch.enable_grad():
-            q = self.est._call(self.est.mean.detach(), obs).gather(1, act.reshape(-1, 1)).squeeze(1)
+            q = self.est.apply(self.est.mean.detach(), obs).gather(1, act.reshape(-1, 1)).squeeze(1)
             loss = torch.nn.functional.smooth_l1_loss(q, y.detach())
             self._body_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -659,12 +656,7 @@ class BongDQN(PosteriorValueAgent):
         (see :class:`BongDQNConfig`)."""
         if self.config.rto_sweeps == 0 or self._replay_size() == 0:
             return super().sample_params(n)
-        return torch.stack([self._rto_sample() for _ in range(n)])
-
-    # the sample construction lives in bongrl/agents/rto.py (bound here as methods)
-    _rto_sample = _rto._rto_sample
-    _rto_merge_new = _rto._rto_merge_new
-    _rto_sample_merged = _rto._rto_sample_merged
+        return torch.stack([self.rto.sample() for _ in range(n)])
 
     # ------------------------------------------------------------------ acting
     def predict(
@@ -694,7 +686,7 @@ class BongDQN(PosteriorValueAgent):
 
         def greedy(obs: Tensor) -> Tensor:
             with torch.no_grad():
-                return self.est._call(theta, obs).argmax(-1)
+                return self.est.apply(theta, obs).argmax(-1)
 
         return self._act_on(observation, greedy)
 
@@ -733,8 +725,7 @@ class BongDQN(PosteriorValueAgent):
         tensors.update(self._body_opt_tensors())
         if include_replay and self._replay is not None:
             tensors.update({f"replay.{k}": v for k, v in self._replay.items()})
-        if getattr(self, "_rto_prev", None) is not None:
-            tensors["rto_prev"] = self._rto_prev
+        tensors.update(self.rto.state_dict())  # rto_prev, rto_store.*
         if self.avg_theta is not None:
             tensors["avg_theta"] = self.avg_theta
         for name, stats in (("reward", self._reward_stats), ("obs", self._obs_stats)):
@@ -836,8 +827,7 @@ class BongDQN(PosteriorValueAgent):
             self._replay_full = bool(meta["replay_full"])
         self.num_timesteps = int(meta["num_timesteps"])
         self.num_episodes = int(meta["num_episodes"])
-        if "rto_prev" in tensors:
-            self._rto_prev = tensors["rto_prev"].to(self.device, self.dtype)
+        self.rto.load_state_dict(tensors)  # after the replay and the step counter (see RTOSampler.load_state_dict)
         if self.avg_theta is not None:
             if "avg_theta" not in tensors:
                 raise ValueError("polyak_eval > 0 but the checkpoint has no 'avg_theta'")
@@ -854,6 +844,27 @@ class BongDQN(PosteriorValueAgent):
         self.rejected_updates = int(meta.get("rejected_updates", 0))
         if meta.get("loop") and "obs" in tensors:
             self._restore_loop(tensors, meta["loop"])
+
+
+class _ReplaySource:
+    """The :class:`~bongrl.agents.rto.TransitionSource` view of a BongDQN replay for its :class:`RTOSampler`."""
+
+    def __init__(self, agent: BongDQN) -> None:
+        self.agent = agent
+
+    def size(self) -> int:
+        return self.agent._replay_size()
+
+    def added(self) -> int:
+        return self.agent.num_timesteps
+
+    def rows(self, idx: Tensor | None = None) -> Transitions:
+        return self.agent._replay_rows(idx)
+
+    def newest(self, n: int) -> Transitions:
+        agent = self.agent
+        idx = (agent._replay_pos - n + torch.arange(n)) % agent.config.buffer_size
+        return agent._replay_rows(idx.to(agent.device))
 
 
 class _GreedyPredictor:

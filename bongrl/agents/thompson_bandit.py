@@ -3,7 +3,7 @@
 The model maps a context x ∈ R^d to one expected reward per arm. Each round the exploration rule picks an arm
 (``thompson``: argmax of a fresh posterior sample's predictions — every round is its own episode), the reward is a
 Gaussian (or Bernoulli) observation of the chosen arm's output, and one BONG step conditions the posterior on it.
-This is the bandit case of BongDQN with γ_d = 0 (DESIGN.md §3). With ``model="linear"``, ``posterior="full"`` and a
+This is the bandit case of BongDQN with γ_d = 0 (docs/design.md §5). With ``model="linear"``, ``posterior="full"`` and a
 Gaussian likelihood the update is exact Bayesian linear regression (conjugate).
 """
 
@@ -162,12 +162,12 @@ class ThompsonBandit(PosteriorValueAgent):
         if self.config.likelihood == "bernoulli" and r not in (0.0, 1.0):
             raise ValueError(f"reward must be 0 or 1 for a bernoulli likelihood, got {reward!r}")
         cfg = self.config
-        before = self.est.state
+        before = self.est.snapshot()
         try:  # all or nothing: a failure in the update also undoes the predict step
             self.est.predict_step(cfg.forget, cfg.process_noise + (1.0 - cfg.forget**2) * cfg.prior_std**2)
             self.est.update(obs, torch.tensor([r]), index=torch.tensor([int(arm)]))
         except BaseException:
-            self.est.state = before
+            self.est.restore(before)
             raise
         self.num_rounds += 1
 
