@@ -157,7 +157,7 @@ def test_deep_sea_bad_episode_semantics() -> None:
         total += reward
         assert info["bad_episode"] is False
     assert terminated and total == pytest.approx(env.optimal_return) == pytest.approx(0.99)
-    assert info["total_bad_episodes"] == 0 and info["denoised_return"] == 1.0
+    assert info["total_bad_episodes"] == 0 and info["denoised_return"] == 1.0 and info["is_success"] is True
     assert not obs.any()  # terminal observation is all zeros, as in bsuite
 
     # Left at the start (row 0 == column 0) makes the episode bad immediately; counted only when it ends.
@@ -167,6 +167,7 @@ def test_deep_sea_bad_episode_semantics() -> None:
     for _ in range(1, 4):
         _, _, terminated, _, info = env.step(0)
     assert terminated and info["bad_episode"] is True and info["total_bad_episodes"] == 1
+    assert info["is_success"] is False  # reported on the final step only (the SB3 convention)
 
     # Going left off the diagonal (after a left) does not add anything new; the flag resets with reset().
     _, info = env.reset(seed=123)

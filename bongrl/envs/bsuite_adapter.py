@@ -82,7 +82,10 @@ class BsuiteDeepSea(gym.Env[np.ndarray, np.int64]):
         terminated = bool(timestep.last())
         self._needs_reset = terminated
         obs = np.asarray(timestep.observation, dtype=np.float32)
-        return obs, float(timestep.reward), terminated, False, self._info()
+        info = self._info()
+        if terminated:  # as DeepSea: the SB3 success convention on the final step
+            info["is_success"] = not info["bad_episode"]
+        return obs, float(timestep.reward), terminated, False, info
 
     def bsuite_info(self) -> dict[str, Any]:
         """bsuite's own ``bsuite_info()``."""

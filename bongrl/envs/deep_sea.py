@@ -41,6 +41,8 @@ class DeepSea(gym.Env[np.ndarray, np.int64]):
       (bsuite's ``_total_bad_episodes``; ``reset(seed=...)`` does not clear it).
     * ``denoised_return`` (float): lifetime sum of the +1 treasure rewards, without move costs or noise
       (bsuite's ``_denoised_return``).
+    * ``is_success`` (bool, final step only): the episode was not bad — the stable-baselines3 convention that
+      ``bongrl compare`` reads to score episodes to solve, whatever the env (docs/design.md §6).
 
     Args:
         size: N, the side of the grid and the episode length.
@@ -141,11 +143,14 @@ class DeepSea(gym.Env[np.ndarray, np.int64]):
         self._row += 1
 
         terminated = self._row == n
+        info = self._info()
         if terminated:
             self._needs_reset = True
             if self._bad_episode:
                 self._total_bad_episodes += 1
-        return self._observation(), float(reward), terminated, False, self._info()
+            info = self._info()
+            info["is_success"] = not self._bad_episode  # the SB3 convention: success on the final step
+        return self._observation(), float(reward), terminated, False, info
 
     def render(self) -> str | None:
         """Text picture of the grid (``render_mode="ansi"``): ``X`` agent, ``$`` treasure cell."""

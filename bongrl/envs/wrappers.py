@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import RecordEpisodeStatistics
 
-__all__ = ["PolicyFn", "Predictor", "evaluate", "make_env", "eval_seed", "ProtocolEval"]
+__all__ = ["PolicyFn", "Predictor", "episode_success", "evaluate", "make_env", "eval_seed", "ProtocolEval"]
 
 #: A policy function: ``policy(obs_batch, deterministic) -> actions`` with a leading batch axis on both.
 PolicyFn = Callable[[np.ndarray, bool], np.ndarray]
@@ -122,3 +122,21 @@ class ProtocolEval:
 
     def close(self) -> None:
         self.env.close()
+
+
+def episode_success(infos: Any, i: int) -> bool | None:
+    """``info["is_success"]`` of vector env ``i``'s episode that ended at this step, or None if the env does not
+    report one. ``infos`` is a gymnasium vector env's info dict (same-step autoreset: the final step's info is
+    under ``final_info``, with ``_is_success`` masks) or an SB3 VecEnv's list of per-env dicts."""
+    if isinstance(infos, (list, tuple)):
+        value = infos[i].get("is_success") if i < len(infos) and isinstance(infos[i], dict) else None
+        return None if value is None else bool(value)
+    if not isinstance(infos, dict):
+        return None
+    for source in (infos.get("final_info"), infos):
+        if isinstance(source, dict) and "is_success" in source:
+            mask = source.get("_is_success")
+            if mask is not None and not bool(np.asarray(mask)[i]):
+                continue
+            return bool(np.asarray(source["is_success"])[i])
+    return None
