@@ -74,7 +74,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as fh:
             header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            tensors = {k: fh.get_tensor(k).clone() for k in fh.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{str(path)!r} is not a valid bongrl checkpoint (safetensors): {exc}") from exc
     if header.get("format") != FORMAT:

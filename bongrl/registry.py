@@ -1,6 +1,7 @@
-"""Plugin registry: posterior families and exploration rules found through Python entry points.
+"""Plugin registry: agents, posterior families and exploration rules found through Python entry points.
 
-Groups: ``bongrl.posteriors`` and ``bongrl.exploration``. Built-in plugins are registered through the same entry
+Groups: ``bongrl.agents``, ``bongrl.posteriors`` and ``bongrl.exploration``. Built-in plugins are registered through the
+same entry
 points (in ``pyproject.toml``), so there is one code path. Plugins load lazily, on first request.
 
 * An unknown name raises :class:`UnknownPluginError` listing the known names.
@@ -28,11 +29,15 @@ __all__ = [
     "create",
     "create_posterior",
     "create_exploration",
+    "load_agent",
 ]
 
+AGENTS = "bongrl.agents"
 POSTERIORS = "bongrl.posteriors"
 EXPLORATION = "bongrl.exploration"
-GROUPS = {"posterior": POSTERIORS, "exploration": EXPLORATION}
+GROUPS = {"agent": AGENTS, "posterior": POSTERIORS, "exploration": EXPLORATION}
+#: what one plugin of each group is called in messages
+KINDS = {AGENTS: "agent", POSTERIORS: "posterior family", EXPLORATION: "exploration rule"}
 
 
 class PluginError(ValueError):
@@ -88,11 +93,15 @@ def _entry_points(group: str) -> dict[str, list[EntryPoint]]:
 
 
 def available(group: str) -> list[str]:
-    """Sorted names registered in ``group`` ("posterior" / "exploration" or the full group name)."""
+    """Sorted names registered in ``group`` ("agent" / "posterior" / "exploration" or the full group name)."""
     return sorted(_entry_points(_group(group)))
 
 
 def _expected_base(group: str) -> type | None:
+    if group == AGENTS:
+        from bongrl.agents.protocol import Agent
+
+        return Agent
     if group == POSTERIORS:
         from bongrl.posteriors.base import PosteriorFamily
 
@@ -108,8 +117,7 @@ def _single(group: str, name: str) -> EntryPoint:
     eps = _entry_points(group)
     if not isinstance(name, str) or name not in eps:
         known = ", ".join(sorted(eps)) or "none"
-        kind = "posterior family" if group == POSTERIORS else "exploration rule"
-        raise UnknownPluginError(f"unknown {kind} {name!r}; known: {known}")
+        raise UnknownPluginError(f"unknown {KINDS[group]} {name!r}; known: {known}")
     if len(eps[name]) > 1:
         owners = ", ".join(f"{_dist_of(ep)[0]} ({ep.value})" for ep in eps[name])
         raise DuplicatePluginError(f"plugin name {name!r} in group {group} is registered more than once: {owners}")
@@ -165,6 +173,11 @@ def create(group: str, name: str, **options: Any) -> Any:
         return cls(**accepted)
     except (TypeError, ValueError) as exc:
         raise PluginError(f"plugin {name!r} rejected its options {accepted}: {exc}") from exc
+
+
+def load_agent(name: str) -> type:
+    """The agent class registered as ``name`` (e.g. ``load_agent("bongdqn")``)."""
+    return load(AGENTS, name)
 
 
 def create_posterior(name: str, **options: Any) -> Any:

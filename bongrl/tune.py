@@ -22,6 +22,10 @@ Outputs in DIR: ``best_preset.json`` (the base preset with the best trial's hype
 ``eval_every`` / ``eval_episodes`` set to the tuning protocol; ``bongrl train --env ID --preset
 DIR/best_preset.json`` reads it), ``best_trial.json`` (its value, trial number, study, storage) and
 ``trials.csv`` (one row per trial: state, value, AUC, eval steps, wall time and every tuned hyperparameter).
+
+The module is long because it is the whole ``tune`` command — search space, one trial (a :class:`~bongrl.runner.
+spec.RunSpec` trained with an :class:`~bongrl.callbacks.EvalCallback` that reports to the pruner), the resumable
+study, its outputs and its argparse — and these share one setup dict; nothing in it is used elsewhere.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import inspect
 import json
 import re
 import sys
@@ -47,7 +50,6 @@ OBJECTIVES = ("final", "auc")
 SEARCH_SPACE: dict[str, dict[str, Any]] = {
     "prior_std": {"type": "log", "low": 0.03, "high": 3.0, "note": "prior std of every weight"},
     "obs_std": {"type": "log", "low": 0.05, "high": 5.0, "note": "TD-target likelihood std"},
-    "rank": {"type": "int", "low": 1, "high": 20, "note": "only for the dlr posterior"},
     "forget": {"type": "float", "low": 0.999, "high": 1.0, "note": "OU forgetting toward the prior"},
     "process_noise": {
         "type": "log",
@@ -58,49 +60,33 @@ SEARCH_SPACE: dict[str, dict[str, Any]] = {
     "target_update": {"type": "choice", "choices": [10, 20, 50, 100, 250, 500]},
     "replay_every": {"type": "choice", "choices": [0, 1, 2, 4, 8], "note": "0 = online updates only"},
     "td_clip": {"type": "choice", "choices": [0.0, 1.0, 3.0, 10.0], "note": "0 = no clipping"},
-    "damping": {
-        "type": "log",
-        "low": 1e-6,
-        "high": 1e-1,
-        "note": "only for the kfac posterior, and only if both its constructor and BongDQNConfig take "
-        "'damping' (today neither does, so it is never searched)",
-    },
-    "every": {"type": "choice", "choices": [0, 1, 10, 100], "note": "thompson only: resample every k steps"},
-    "beta": {"type": "log", "low": 0.1, "high": 10.0, "note": "ucb only: optimism coefficient"},
 }
+#: the agent-level keys, searched when the agent's config has them (families and rules add their own)
+_AGENT_KEYS = list(SEARCH_SPACE)
 
 
-def _config_fields() -> set[str]:
-    from bongrl.agents.bong_dqn import BongDQNConfig
+def searched_keys(posterior: str, exploration: str, fixed: set[str] | None = None,
+                  agent: str = "bongdqn") -> list[str]:
+    """The hyperparameters searched for this agent / posterior / exploration combination (minus ``fixed``):
+    the agent-level keys of :data:`SEARCH_SPACE` its config has, then what the family and the rule say they take
+    (their ``search_space()``, added to :data:`SEARCH_SPACE` on first use)."""
 
-    return {f.name for f in dataclasses.fields(BongDQNConfig)}
-
-
-def _family_takes(posterior: str, option: str) -> bool:
     from bongrl import registry
 
-    try:
-        cls = registry.load(registry.POSTERIORS, posterior)
-    except Exception:  # noqa: BLE001  (reported by the up-front plugin check)
-        return False
-    try:
-        return option in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def searched_keys(posterior: str, exploration: str, fixed: set[str] | None = None) -> list[str]:
-    """The hyperparameters searched for this posterior / exploration pair (minus those in ``fixed``)."""
-    keys = ["prior_std", "obs_std", "forget", "process_noise", "target_update", "replay_every", "td_clip"]
-    if posterior == "dlr":
-        keys.insert(2, "rank")
-    if posterior == "kfac" and "damping" in _config_fields() and _family_takes("kfac", "damping"):
-        keys.append("damping")
-    if exploration == "thompson":
-        keys.append("every")
-    elif exploration == "ucb":
-        keys.append("beta")
-    return [k for k in keys if k not in (fixed or set())]
+    fields = {f.name for f in dataclasses.fields(registry.load_agent(agent).config_class)}
+    plugin_keys = []
+    for group, name in ((registry.POSTERIORS, posterior), (registry.EXPLORATION, exploration)):
+        own = []
+        for key, spec in registry.load(group, name).search_space().items():
+            if key in fields:  # an option the agent cannot pass on is not searchable
+                SEARCH_SPACE.setdefault(key, spec)
+                own.append(key)
+        plugin_keys.append(own)
+    agent_keys = [k for k in _AGENT_KEYS if k in fields]
+    # the family's options after the likelihood's (prior_std, obs_std), the rule's last: the order of the
+    # sampler's draws, kept so that a study's trials are the same across versions
+    keys = agent_keys[:2] + plugin_keys[0] + agent_keys[2:] + plugin_keys[1]
+    return [k for k in dict.fromkeys(keys) if k not in (fixed or set())]
 
 
 def suggest(trial: Any, keys: list[str]) -> dict[str, Any]:
@@ -123,7 +109,8 @@ def suggest(trial: Any, keys: list[str]) -> dict[str, Any]:
 
 
 def search_space_text() -> str:
-    """One line per searched hyperparameter (for ``--help`` and the docs)."""
+    """One line per agent-level searched hyperparameter (for ``--help`` and the docs); the family's and the
+    rule's own options come from their ``search_space()``."""
     lines = []
     for key, spec in SEARCH_SPACE.items():
         if spec["type"] == "choice":
@@ -183,49 +170,35 @@ def _finished(study: Any) -> list[Any]:
 def train_trial(
     setup: dict[str, Any], hyper: dict[str, Any], report: Callable[[float, int], bool] | None = None
 ) -> dict[str, Any]:
-    """Train one BongDQN with ``setup``'s protocol and ``hyper``; ``report(mean, step)`` after each periodic
-    eval returns True to stop early (pruned). Returns ``{"evals": [(step, mean), ...], "pruned": bool,
-    "final": mean, "auc": mean of the eval means, "steps": trained}``."""
-    from bongrl.agents.bong_dqn import BongDQN
-    from bongrl.envs.wrappers import ProtocolEval
-    from bongrl.envs.wrappers import eval_seed as _eval_seed
+    """Train one agent with ``setup``'s spec and protocol and hyperparameters ``hyper``; ``report(mean, step)``
+    after each periodic eval inside the budget returns True to stop early (pruned). Returns ``{"evals": [(step,
+    mean), ...], "pruned": bool, "final": mean, "auc": mean of the eval means, "steps": trained}``."""
+    from bongrl.callbacks import EvalCallback
+    from bongrl.runner import RunSpec
 
-    agent = BongDQN(
-        setup["env"],
-        posterior=setup["posterior"],
-        exploration=setup["exploration"],
-        seed=setup["seed"],
-        device=setup["device"],
-        **hyper,
-    )
-    protocol_eval = ProtocolEval(setup["env"], setup["eval_episodes"], _eval_seed(setup["seed"]))  # as `train`
-    evals: list[tuple[int, float]] = []
+    spec: RunSpec = setup["spec"].replace(hyperparameters=dict(hyper))
+    agent = spec.build_agent()
+    evaluate, close = spec.evaluator(policies=("online",))  # the objective: the online weights, as `train`'s
     state = {"pruned": False}
 
-    def do_eval(a: Any) -> float:
-        res = protocol_eval(a)
-        evals.append((a.num_timesteps, float(res["mean"])))
-        return float(res["mean"])
+    def after_eval(res: dict[str, Any]) -> bool:
+        if report is None or res["step"] >= spec.steps:  # the final eval is the objective, never a pruning point
+            return True
+        state["pruned"] = bool(report(float(res["mean"]), int(res["step"])))
+        return not state["pruned"]
 
-    def callback(a: Any, ev: dict[str, Any]) -> bool:
-        if ev["kind"] != "step" or ev["step"] >= setup["steps"]:
-            return True  # the final eval happens after learn()
-        mean = do_eval(a)
-        if report is not None and report(mean, a.num_timesteps):
-            state["pruned"] = True
-            return False
-        return True
-
+    evals = EvalCallback(evaluate, spec.eval_every, after_eval=after_eval)
     try:
-        agent.learn(setup["steps"], callback=callback, callback_every=setup["eval_every"])
-        if not state["pruned"]:
-            do_eval(agent)
+        agent.learn(spec.steps, callback=evals)
+        last = evals.last
+        if not state["pruned"] and (last is None or last["step"] != agent.num_timesteps):
+            evals.evaluate_now()
     finally:
-        protocol_eval.close()
+        close()
         agent.env.close()
-    means = [m for _, m in evals]
+    means = [float(r["mean"]) for r in evals.evaluations]
     return {
-        "evals": evals,
+        "evals": [(int(r["step"]), float(r["mean"])) for r in evals.evaluations],
         "pruned": state["pruned"],
         "final": means[-1] if means else float("nan"),
         "auc": sum(means) / len(means) if means else float("nan"),
@@ -236,8 +209,8 @@ def train_trial(
 # ---------------------------------------------------------------------------------------------------- study
 def _resolve(args: Any) -> dict[str, Any]:
     """Validate the command line; return the study setup (nothing trained yet)."""
-    from bongrl import cli, presets, registry
     from bongrl.errors import UsageError
+    from bongrl.runner import RunSpec, parse_overrides
 
     for name, low in (("trials", 1), ("steps", 1), ("eval_every", 0), ("eval_episodes", 1)):
         value = getattr(args, name)
@@ -245,54 +218,38 @@ def _resolve(args: Any) -> dict[str, Any]:
             raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
     if args.objective not in OBJECTIVES:
         raise UsageError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {args.objective!r}")
-    cli._check_env(args.env)
-    if args.preset:
-        if args.preset in presets.PRESETS:
-            preset = presets.get(args.preset)
-        elif Path(args.preset).is_file() or args.preset.endswith(".json"):
-            preset = presets.load_file(args.preset)
-        else:
-            raise UsageError(
-                f"unknown preset {args.preset!r}; use a JSON file or one of {', '.join(presets.available())}"
-            )
-    else:
-        preset = presets.get(args.env)
-    if preset.get("agent", "bongdqn") != "bongdqn":
-        raise UsageError(
-            f"tune supports the bongdqn agent only; the preset for {args.env} uses {preset['agent']!r}"
-        )
-    posterior = args.posterior or preset.get("posterior", "dlr")
-    exploration = args.exploration or preset.get("exploration", "thompson")
-    for group, name in ((registry.POSTERIORS, posterior), (registry.EXPLORATION, exploration)):
-        registry.load(group, name)  # PluginError (exit 2) for an unknown name
-    overrides = cli._parse_overrides(args.overrides)
-    fixed = dict(preset.get("hyperparameters") or {})
-    fixed.update(overrides)
-    cli._validate_hyperparameters("bongdqn", fixed)
-    cli._check_spaces(args.env, "bongdqn")
-    steps = args.steps if args.steps is not None else int(preset.get("steps", 50_000))
-    eval_every = args.eval_every if args.eval_every is not None else max(1, steps // 5)
+    overrides = parse_overrides(args.overrides)
+    spec = RunSpec.resolve(
+        args.env, preset=args.preset, posterior=args.posterior, exploration=args.exploration, overrides=overrides,
+        seed=args.seed, device=args.device, steps=args.steps,
+        eval_episodes=args.eval_episodes if args.eval_episodes is not None else 5,
+        env_kwargs=parse_overrides(getattr(args, "env_kwargs", None) or [], "--env-kwargs"),
+    )
+    if spec.unit != "step":
+        raise UsageError(f"tune needs an episodic agent; the preset for {args.env} uses {spec.agent!r}")
+    eval_every = args.eval_every if args.eval_every is not None else max(1, spec.steps // 5)
+    spec = spec.replace(eval_every=0 if eval_every >= spec.steps else eval_every)
     out = Path(args.out) if args.out else default_out(args.env)
-    storage = args.storage or f"sqlite:///{out / 'study.db'}"
-    keys = searched_keys(posterior, exploration, set(overrides))
+    keys = searched_keys(spec.posterior, spec.exploration, set(overrides), spec.agent)
     if not keys:
         raise UsageError("every searched hyperparameter is fixed with --set; nothing to tune")
     return {
-        "env": args.env,
-        "preset": preset,
-        "posterior": posterior,
-        "exploration": exploration,
-        "fixed": fixed,
+        "spec": spec,
+        "env": spec.env,
+        "preset": spec.preset_values,
+        "posterior": spec.posterior,
+        "exploration": spec.exploration,
+        "fixed": spec.hyperparameters,
         "keys": keys,
-        "steps": steps,
-        "eval_every": 0 if eval_every >= steps else eval_every,
-        "eval_episodes": args.eval_episodes if args.eval_episodes is not None else 5,
-        "seed": 0 if args.seed is None else args.seed,
-        "device": args.device,
+        "steps": spec.steps,
+        "eval_every": spec.eval_every,
+        "eval_episodes": spec.eval_episodes,
+        "seed": spec.seed,
+        "device": spec.device,
         "objective": args.objective,
         "trials": args.trials,
         "out": out,
-        "storage": storage,
+        "storage": args.storage or f"sqlite:///{out / 'study.db'}",
         "study": args.study or f"tune-{_slug(args.env)}",
         "quiet": args.quiet,
     }
@@ -448,7 +405,7 @@ def best_preset(study: Any, setup: dict[str, Any]) -> dict[str, Any] | None:
     best = max(complete, key=lambda t: t.value)
     preset = copy.deepcopy(setup["preset"])
     preset.update(
-        agent="bongdqn",
+        agent=setup["spec"].agent,
         posterior=setup["posterior"],
         exploration=setup["exploration"],
         steps=setup["steps"],
@@ -521,6 +478,8 @@ def add_parser(sub: Any) -> None:
         "DIR/best_preset.json), DIR/best_trial.json and DIR/trials.csv.",
         epilog="search space:\n  "
         + search_space_text().replace("\n", "\n  ")
+        + "\n  plus the posterior family's and the exploration rule's own options (their search_space(); "
+        "built in: dlr rank int [1, 20], thompson every {0, 1, 10, 100}, ucb beta log [0.1, 10])"
         + "\n(--set KEY=VALUE fixes a hyperparameter and removes it from the search)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

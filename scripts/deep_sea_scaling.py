@@ -142,7 +142,7 @@ def run_one(
     agent.learn(max_episodes * size, callback=callback)
     wall = time.perf_counter() - start
     episodes = agent.num_episodes
-    store = getattr(agent, "_rto_store", None)
+    store = agent.rto.store
     solved = bool(solved_at)
     ep = solved_at[0] if solved else episodes
     return {
@@ -195,11 +195,11 @@ def bench_rto(size: int, replay_sizes: list[int], repeats: int = 3) -> list[dict
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 try:
-                    agent._rto_sample()
+                    agent.rto.sample()
                 except FloatingPointError:  # the replay bypassed the posterior updates: the numbers are
-                    agent._rto_prev = None  # meaningless, the operation count (what is timed) is the same
+                    agent.rto.prev = None  # meaningless, the operation count (what is timed) is the same
                 times.append(time.perf_counter() - t0)
-            store = getattr(agent, "_rto_store", None)
+            store = agent.rto.store
             row = {
                 "size": size,
                 "features": agent.config.hidden[-1],

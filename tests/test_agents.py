@@ -227,8 +227,8 @@ def test_bongdqn_polyak_eval_averages_the_mean_for_deterministic_actions(tmp_pat
     assert not torch.equal(agent.avg_theta, agent.est.mean)
     obs = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
     x = agent._obs_tensor(obs, (4,))  # as the network sees them (normalised)
-    on_avg = agent.est._call(agent.avg_theta, x).argmax(-1).numpy()
-    on_mean = agent.est._call(agent.est.mean, x).argmax(-1).numpy()
+    on_avg = agent.est.apply(agent.avg_theta, x).argmax(-1).numpy()
+    on_mean = agent.est.apply(agent.est.mean, x).argmax(-1).numpy()
     assert not np.array_equal(on_avg, on_mean)  # else the two checks below could not tell them apart
     assert np.array_equal(agent.greedy_predictor("averaged").predict(obs)[0], on_avg)
     assert np.array_equal(agent.predict(obs, deterministic=True)[0], on_mean)
@@ -297,7 +297,7 @@ def test_thompson_bandit_linear_full_is_exact_bayesian_linear_regression() -> No
 
 def test_thompson_bandit_multi_armed_learns_and_roundtrips(tmp_path) -> None:
     agent = ThompsonBandit(5, 0, posterior="full", seed=0, device="cpu", prior_mean="zero", obs_std=0.5)
-    agent.learn("bongrl/BernoulliBandit-v0", 300)
+    agent.learn(300, env="bongrl/BernoulliBandit-v0")
     # uniform pays 0.2 regret per round; Thompson sampling is at about half of that after 300 rounds
     assert agent.num_rounds == 300 and agent.cumulative_regret < 0.7 * 300 * 0.2
     path = agent.save(tmp_path / "b.safetensors")

@@ -74,7 +74,7 @@ def test_bsuite_env_same_trajectory_step_by_step():
             6 * 25,
             callback=lambda a, ev: rs.append(round(ev["return"], 6)) if ev["kind"] == "episode" else None,  # noqa: B023 (used within this iteration)
         )
-        returns.append((rs, agent.est.mean.clone(), agent._rto_prev.clone()))
+        returns.append((rs, agent.est.mean.clone(), agent.rto.prev.clone()))
     assert returns[0][0] == returns[1][0]
     torch.testing.assert_close(returns[0][1], returns[1][1])
     torch.testing.assert_close(returns[0][2], returns[1][2])
@@ -84,7 +84,7 @@ def test_merged_store_is_exact_bookkeeping():
     hp = {**presets.get("bongrl/DeepSea-v0")["hyperparameters"], **SMALL}
     agent = BongDQN(gym.make("bongrl/DeepSea-v0", size=5, mapping_seed=42), posterior="full", seed=0, **hp)
     agent.learn(5 * 12)
-    store = agent._rto_store
+    store = agent.rto.store
     assert float(store["count"].sum()) == 5 * 12  # every transition counted once
     assert len(store["keys"]) == store["m"] == store["obs"].shape[0]
     # rewards on DeepSea are deterministic per (s, a): the mean reward equals every copy's reward
@@ -92,8 +92,8 @@ def test_merged_store_is_exact_bookkeeping():
     # cached body features give the network's head output exactly
     theta = torch.randn(agent.est.num_params, generator=torch.Generator().manual_seed(0))
     W, b = theta[:-2].view(2, -1), theta[-2:]
-    torch.testing.assert_close(store["phi"] @ W.T + b, agent.est._call(theta, store["obs"]))
-    torch.testing.assert_close(store["phi_next"] @ W.T + b, agent.est._call(theta, store["next_obs"]))
+    torch.testing.assert_close(store["phi"] @ W.T + b, agent.est.apply(theta, store["obs"]))
+    torch.testing.assert_close(store["phi_next"] @ W.T + b, agent.est.apply(theta, store["next_obs"]))
 
 
 def test_pcg_sweep_solves_the_fixed_target_regression():
@@ -109,8 +109,8 @@ def test_pcg_sweep_solves_the_fixed_target_regression():
     agent = BongDQN(gym.make("bongrl/DeepSea-v0", size=4, mapping_seed=42), posterior="full", seed=0, **hp)
     agent.learn(4 * 10)
     state = agent.generator.get_state()
-    theta = agent._rto_sample()
-    store = agent._rto_store
+    theta = agent.rto.sample()
+    store = agent.rto.store
     # redo the draws and solve (Σ₀⁻¹ + JᵀCJ/σ²) θ = Σ₀⁻¹ ξ + JᵀC ȳ/σ² directly
     agent.generator.set_state(state)
     P, s2, p2 = agent.est.num_params, hp["obs_std"] ** 2, hp["prior_std"] ** 2

@@ -451,7 +451,7 @@ def test_health_monitor_reports_the_first_violation() -> None:
 def test_health_monitor_on_a_bandit() -> None:
     agent = ThompsonBandit(5, 0, posterior="full", seed=0, device="cpu")
     monitor = HealthMonitor(every=25)
-    agent.learn("bongrl/BernoulliBandit-v0", 100, callback=monitor)
+    agent.learn(100, callback=monitor, env="bongrl/BernoulliBandit-v0")
     assert [r["step"] for r in monitor.log] == [25, 50, 75, 100] and monitor.first_violation is None
     with pytest.raises(ValueError, match="every"):
         HealthMonitor(every=0)

@@ -290,8 +290,8 @@ def test_posterior_params_and_train_body_config() -> None:
         _one_line_error(exc)
 
 
-def test_cli_space_check_accepts_encodable_spaces() -> None:
-    from bongrl import cli
+def test_run_spec_space_check_accepts_encodable_spaces() -> None:
+    from bongrl.runner import RunSpec
 
-    cli._check_spaces("FrozenLake-v1", "bongdqn")  # Discrete observations: accepted now
-    cli._check_spaces("CartPole-v1", "bongdqn")
+    RunSpec.resolve("FrozenLake-v1")  # Discrete observations: accepted now (the spec checks the env's spaces)
+    RunSpec.resolve("CartPole-v1")

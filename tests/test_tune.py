@@ -159,7 +159,7 @@ def test_bad_env_and_bandit_preset(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         cli.main(["tune", "--env", "CartPole-v1", "--trials", "2", "--preset", "bongrl/WheelBandit-v0"]) == 2
     )
-    assert "bongdqn agent only" in capsys.readouterr().err
+    assert "needs an episodic agent" in capsys.readouterr().err
 
 
 def test_search_space() -> None:
@@ -200,8 +200,11 @@ def test_search_space() -> None:
 
 def test_train_trial_stops_when_the_pruner_says_so() -> None:
     """``report`` returning True stops training at that evaluation (no final eval); False trains the budget."""
-    setup = {"env": "CartPole-v1", "posterior": "diag", "exploration": "thompson", "seed": 0, "device": "cpu",
-             "steps": 200, "eval_every": 50, "eval_episodes": 1}
+    from bongrl.runner import RunSpec
+
+    spec = RunSpec.resolve("CartPole-v1", posterior="diag", exploration="thompson", seed=0, device="cpu",
+                           steps=200, eval_every=50, eval_episodes=1)
+    setup = {"spec": spec}
     seen: list[int] = []
     cut = tune.train_trial(setup, {"hidden": [8]}, lambda mean, step: seen.append(step) is None)
     assert cut["pruned"] and cut["steps"] == 50 and seen == [50] and [s for s, _ in cut["evals"]] == [50]

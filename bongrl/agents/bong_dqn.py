@@ -9,6 +9,10 @@ Optionally, ``replay_every`` > 0 adds BONG steps on minibatches from a replay bu
 of the posterior mean (the target network), refreshed every ``target_update`` env steps.
 
 Exploration is a plugin (``thompson`` by default: act greedily on a posterior sample drawn once per episode).
+
+The module is long because the agent's env loop, replay buffer, warm-up normalisation, body training and its
+exact-resume checkpoint share the agent's private state; the parts that stand alone live beside it (``spaces.py``,
+``networks.py``, ``normalize.py``, ``rto.py``), and ``BongDQNConfig`` documents every hyperparameter in place.
 """
 
 from __future__ import annotations
@@ -30,17 +34,18 @@ from bongrl import __version__
 from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs
 from bongrl.agents.networks import build_q_network
 from bongrl.agents.normalize import WarmupScale, reward_scale
+from bongrl.agents.protocol import Agent
 from bongrl.agents.rto import RTOSampler, Transitions
 from bongrl.agents.spaces import EncodedObservations, ObsEncoder
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bongrl.envs.recorder import EpisodeRecorder
+from bongrl.envs.wrappers import episode_success
 from bongrl.posteriors.base import NumericalError
 
 __all__ = ["BongDQN", "BongDQNConfig"]
 
 _log = logging.getLogger("bongrl")
 
-Callback = Callable[["BongDQN", dict[str, Any]], "bool | None"]
 
 #: Consecutive rejected (non-finite) updates after which training stops with a :class:`NumericalError`: isolated
 #: failures are skipped, but a posterior that can no longer produce a finite update is not learning.
@@ -258,7 +263,7 @@ def _bounds_affine(space: gym.spaces.Box) -> tuple[Tensor, Tensor, np.ndarray]:
     return torch.as_tensor(center), torch.as_tensor(half), ~ok.reshape(-1)
 
 
-class BongDQN(PosteriorValueAgent):
+class BongDQN(PosteriorValueAgent, Agent):
     """Value-based RL with a BONG posterior over the Q-network (SB3-shaped API).
 
     Example:
@@ -266,6 +271,27 @@ class BongDQN(PosteriorValueAgent):
         >>> agent.learn(20_000)
         >>> actions, _ = agent.predict(obs, deterministic=True)
     """
+
+    config_class = BongDQNConfig
+    unit = "step"
+
+    @classmethod
+    def check_env(cls, env: Any) -> None:
+        """A Discrete action space and an observation space :class:`~bongrl.agents.spaces.ObsEncoder` encodes (Box,
+        Discrete, MultiDiscrete, MultiBinary, Dict / Tuple of these)."""
+        super().check_env(env)
+        ObsEncoder(env.observation_space)
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> BongDQN:
+        """A fresh agent for a :class:`~bongrl.runner.spec.RunSpec` (its env made with the spec's env kwargs)."""
+        env: Any = spec.env
+        if spec.env_kwargs:
+            num_envs = int(spec.hyperparameters.get("num_envs", 1))
+            env = gym.make_vec(spec.env, num_envs=num_envs, vectorization_mode="sync",
+                               vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **spec.env_kwargs)
+        return cls(env, posterior=spec.posterior, exploration=spec.exploration, seed=spec.seed, device=spec.device,
+                   **spec.hyperparameters)
 
     def __init__(
         self,
@@ -471,18 +497,23 @@ class BongDQN(PosteriorValueAgent):
     def learn(
         self,
         total_timesteps: int,
-        callback: Callback | None = None,
+        callback: Any = None,
         progress_bar: bool = False,
         callback_every: int = 0,
     ) -> BongDQN:
         """Interact for ``total_timesteps`` env steps (summed over vectorised envs), updating after each step.
 
-        ``callback(agent, info)`` runs after every finished episode with info keys ``kind="episode"``, ``step``,
-        ``episode``, ``return``, ``length``, ``wall``, and — when ``callback_every`` > 0 — every that many env
-        steps with ``kind="step"``, ``step``, ``wall``. Returning ``False`` stops training.
+        ``callback``: a callback with the stable-baselines3 protocol (:mod:`bongrl.callbacks`; SB3's own
+        ``BaseCallback`` objects too), a list of them, or a plain ``fn(agent, event)`` called after every finished
+        episode with ``kind="episode"``, ``step``, ``episode``, ``return``, ``length``, ``wall`` and — when
+        ``callback_every`` > 0 — every that many env steps with ``kind="step"``, ``step``, ``wall``. A callback
+        returning ``False`` stops training after the current step.
         """
+        from bongrl.callbacks import as_callback
+
         if not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 0:
             raise ValueError(f"total_timesteps must be a non-negative int, got {total_timesteps!r}")
+        cb = as_callback(callback, callback_every)
         cfg = self.config
         if self._obs is None:
             # a fresh agent seeds the envs; a loaded one continues with new, still reproducible seeds
@@ -500,6 +531,10 @@ class BongDQN(PosteriorValueAgent):
         recent: list[float] = []
         stop = False
         carried: Tensor | None = None  # last step's raw next-observation tensor, when no episode ended (= this obs)
+        if cb is not None:
+            cb.init_callback(self)
+            cb.on_training_start({"total_timesteps": int(total_timesteps)}, {})
+            cb.on_rollout_start()
         try:
             while self.num_timesteps < target and not stop:
                 raw_t = carried if carried is not None else self._raw_obs_tensor(self._obs, self.obs_shape)
@@ -545,31 +580,27 @@ class BongDQN(PosteriorValueAgent):
                 self._obs = nxt  # before the callbacks: a checkpoint written there holds the state to continue from
                 if len(ended):
                     self.rule.on_episode_start(self, [int(i) for i in ended])
-                events = []  # every counter is updated before any callback sees (or checkpoints) the agent
+                episodes = []  # every counter is updated before any callback sees (or checkpoints) the agent
                 for i in ended:
                     self.num_episodes += 1
                     recent = (recent + [float(self._ep_return[i])])[-20:]
-                    events.append({
+                    episodes.append({
                         "kind": "episode",
                         "step": self.num_timesteps,
                         "episode": self.num_episodes,
                         "return": float(self._ep_return[i]),
                         "length": int(self._ep_length[i]),
                         "wall": time.perf_counter() - start_wall,
+                        "is_success": episode_success(info, int(i)),  # None: the env reports no success
                     })
                     self._ep_return[i] = 0.0
                     self._ep_length[i] = 0
-                for event in events:
-                    if callback is not None and callback(self, event) is False:
-                        stop = True
-                if (
-                    callback is not None
-                    and callback_every > 0
-                    and self.num_timesteps // callback_every > (self.num_timesteps - self.num_envs) // callback_every
-                ):
-                    event = {"kind": "step", "step": self.num_timesteps, "wall": time.perf_counter() - start_wall}
-                    if callback(self, event) is False:
-                        stop = True
+                if cb is not None:
+                    cb.update_locals({
+                        "new_obs": nxt, "actions": actions, "rewards": rew, "dones": done, "infos": info,
+                        "episodes": episodes, "n_steps": self.num_envs, "wall": time.perf_counter() - start_wall,
+                    })
+                    stop = not cb.on_step()
                 if bar is not None:
                     bar.update(self.num_envs)
                     if len(ended):
@@ -578,6 +609,9 @@ class BongDQN(PosteriorValueAgent):
         finally:
             if bar is not None:
                 bar.close()
+            if cb is not None:
+                cb.on_rollout_end()
+                cb.on_training_end()
         return self
 
     def _replay_updates(self) -> None:
@@ -671,6 +705,14 @@ class BongDQN(PosteriorValueAgent):
         if deterministic:
             return self._greedy_actions(observation, "online")
         return self._act_on(observation, lambda obs: self._stochastic_predict(obs, episode_start))
+
+    def evaluation_policies(self) -> dict[str, _GreedyPredictor]:
+        """The deterministic policies the evaluation protocol scores, headline first: greedy on the online
+        posterior mean, and on the Polyak average when ``polyak_eval`` > 0 (docs/design.md §5)."""
+        out = {"online": self.greedy_predictor("online")}
+        if self.avg_theta is not None:
+            out["averaged"] = self.greedy_predictor("averaged")
+        return out
 
     def greedy_predictor(self, weights: str = "online") -> _GreedyPredictor:
         """An SB3-style predictor that acts greedily on the ``"online"`` posterior mean μ or on the ``"averaged"``

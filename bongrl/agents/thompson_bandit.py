@@ -10,8 +10,6 @@ Gaussian likelihood the update is exact Bayesian linear regression (conjugate).
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from bongrl import __version__
+from bongrl.agents.bandit_loop import play_rounds
 from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs, mlp
+from bongrl.agents.protocol import Agent
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["ThompsonBandit", "ThompsonBanditConfig", "ArmMeans"]
@@ -90,7 +90,7 @@ class ThompsonBanditConfig(ExplorationSettings):
 
 
 
-class ThompsonBandit(PosteriorValueAgent):
+class ThompsonBandit(PosteriorValueAgent, Agent):
     """Thompson-sampling (or UCB / greedy / ε-greedy) bandit agent over a BONG posterior.
 
     Args:
@@ -99,6 +99,48 @@ class ThompsonBandit(PosteriorValueAgent):
         model: ``None`` (MLP with ``hidden`` widths), ``"linear"`` (x ↦ Wx + b, the conjugate case) or any module
             mapping (B, d) contexts to (B, n_arms) values.
     """
+
+    config_class = ThompsonBanditConfig
+    unit = "round"
+
+    @classmethod
+    def check_env(cls, env: Any) -> None:
+        """A Discrete action space (the arms) and a flat Box context (or none: a multi-armed bandit)."""
+        super().check_env(env)
+        shape = env.observation_space.shape
+        if shape is None or len(shape) > 1:
+            raise ValueError(f"needs a flat context (a 1-D Box), got {env.observation_space}")
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> ThompsonBandit:
+        """A fresh agent bound to a new env of a :class:`~bongrl.runner.spec.RunSpec`."""
+        env = spec.make_env()
+        shape = env.observation_space.shape or (0,)
+        agent = cls(int(env.action_space.n), int(shape[0]) if shape else 0, posterior=spec.posterior,
+                    exploration=spec.exploration, seed=spec.seed, device=spec.device, **spec.hyperparameters)
+        agent.set_env(env)
+        return agent
+
+    @property
+    def num_timesteps(self) -> int:
+        """Rounds played (the run layer's step counter)."""
+        return self.num_rounds
+
+    def get_env(self) -> Any:
+        """The env :meth:`learn` plays on by default (None until one is set)."""
+        return self._env
+
+    def set_env(self, env: Any) -> None:
+        """Play on ``env`` (a bandit env or its id) from now on; its arm count must match the agent's."""
+        if isinstance(env, str):
+            import bongrl.envs  # noqa: F401
+
+            if env not in gym.registry:
+                raise ValueError(f"unknown environment id {env!r}")
+            env = gym.make(env)
+        if env.action_space.n != self.n_arms:
+            raise ValueError(f"env has {env.action_space.n} arms, the agent {self.n_arms}")
+        self._env = env
 
     def __init__(
         self,
@@ -181,58 +223,52 @@ class ThompsonBandit(PosteriorValueAgent):
 
     def learn(
         self,
-        env: gym.Env | str,
         total_rounds: int,
-        callback: Callable[[ThompsonBandit, dict[str, Any]], bool | None] | None = None,
+        callback: Any = None,
         progress_bar: bool = False,
+        env: gym.Env | str | None = None,
         seed: int | None = None,
     ) -> ThompsonBandit:
-        """Play ``total_rounds`` rounds on a bongrl bandit env (one round per episode); ``callback(agent, info)``
-        gets ``round``, ``arm``, ``reward``, ``regret``, ``cumulative_regret`` and ``wall`` after every round and
-        may return ``False`` to stop."""
-        if isinstance(env, str):
-            import bongrl.envs  # noqa: F401
+        """Play ``total_rounds`` rounds (one round per episode) on ``env`` (default: the env set by
+        :meth:`set_env` / the run layer; ``env`` given here is set with :meth:`set_env`).
 
-            if env not in gym.registry:
-                raise ValueError(f"unknown environment id {env!r}")
-            env = gym.make(env)
-        if env.action_space.n != self.n_arms:
-            raise ValueError(f"env has {env.action_space.n} arms, the agent {self.n_arms}")
-        bar = None
-        if progress_bar:
-            from tqdm.auto import tqdm
+        ``callback``: a callback with the stable-baselines3 protocol (:mod:`bongrl.callbacks`), a list of them,
+        or a plain ``fn(agent, event)``; the event (``locals["episodes"]`` for protocol callbacks) has ``round``,
+        ``arm``, ``reward``, ``regret``, ``cumulative_regret`` and ``wall``. Returning ``False`` stops."""
+        from bongrl.callbacks import as_callback
 
-            bar = tqdm(total=int(total_rounds), unit="round", dynamic_ncols=True)
-        start = time.perf_counter()
-        base_seed = self.seed if seed is None else seed
-        self._env = env  # its random-stream state goes into checkpoints (exact resume)
+        if env is not None:
+            self.set_env(env)
+        env = self._env
+        if env is None:
+            raise ValueError("no env to play on: pass env= or call set_env() first")
+        if isinstance(total_rounds, (bool, np.bool_)) or not isinstance(total_rounds, (int, np.integer)) \
+                or total_rounds < 0:
+            raise ValueError(f"total_rounds must be a non-negative int, got {total_rounds!r}")
+        cb = as_callback(callback)
+        seed_now: int | None = self.seed if seed is None else seed
+        if self._pending_env_rng is not None:  # loaded from a checkpoint: continue the env's random stream
+            env.unwrapped.np_random.bit_generator.state = self._pending_env_rng
+            self._pending_env_rng = None
+            seed_now = None
+
+        def on_round(event: dict[str, Any]) -> bool:
+            self.cumulative_regret = event["cumulative_regret"]  # before the callbacks: a checkpoint there is exact
+            if cb is None:
+                return True
+            cb.update_locals({"actions": event["arm"], "rewards": event["reward"], "dones": True,
+                              "episodes": [event], "n_steps": 1, "wall": event["wall"]})
+            return bool(cb.on_step())
+
+        if cb is not None:
+            cb.init_callback(self)
+            cb.on_training_start({"total_timesteps": int(total_rounds)}, {})
         try:
-            for t in range(int(total_rounds)):
-                if t == 0 and self._pending_env_rng is not None:  # loaded from a checkpoint: continue the
-                    env.unwrapped.np_random.bit_generator.state = self._pending_env_rng  # env's random stream
-                    self._pending_env_rng = None
-                    obs, _ = env.reset()
-                elif t == 0:  # seeded at the start of every learn() call: reproducible
-                    obs, _ = env.reset(seed=base_seed + self.num_rounds)
-                else:
-                    obs, _ = env.reset()
-                arm = self.act(obs)
-                _, reward, _, _, info = env.step(arm)
-                self.update(obs, arm, float(reward))
-                self.cumulative_regret += float(info.get("regret", 0.0))
-                if bar is not None:
-                    bar.update(1)
-                    if t % 50 == 0:
-                        bar.set_postfix(regret=f"{self.cumulative_regret:.1f}")
-                if callback is not None:
-                    event = {"round": self.num_rounds, "arm": arm, "reward": float(reward),
-                             "regret": float(info.get("regret", 0.0)), "cumulative_regret": self.cumulative_regret,
-                             "wall": time.perf_counter() - start}
-                    if callback(self, event) is False:
-                        break
+            play_rounds(self, env, int(total_rounds), seed=seed_now, rounds_done=self.num_rounds,
+                        cumulative_regret=self.cumulative_regret, on_round=on_round, progress_bar=progress_bar)
         finally:
-            if bar is not None:
-                bar.close()
+            if cb is not None:
+                cb.on_training_end()
         return self
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
