@@ -231,10 +231,12 @@ def test_solve_criterion_and_auc() -> None:
     import numpy as np
 
     rec = compare._Recorder.__new__(compare._Recorder)
-    rec.episodes, rec.solved_at = 0, None
-    for bad in (1, 2, 3, 4, 4, 5):  # episode 5: 4/5 = 0.8 < 0.9 -> solved
-        rec.on_episode(bad)
-    assert rec.solved_at == 5
+    rec.episodes, rec.solved_at, rec.failures, rec.success_reported = 0, None, 0, False
+    for success in (False, False, False, False, True, False):  # episode 5: 4/5 = 0.8 < 0.9 -> solved
+        rec.on_episode(success)
+    assert rec.solved_at == 5 and rec.success_reported
+    rec.on_episode(None)  # an env that reports no success changes nothing but the episode count
+    assert rec.solved_at == 5 and rec.episodes == 7
     assert compare._auc(np.array([0, 10, 20]), np.array([0.0, 10.0, 10.0])) == pytest.approx(7.5)
 
 

@@ -223,14 +223,14 @@ class EvalHook:
 
     ``on_step(model, num_timesteps)`` runs after every vectorised env step (the caller decides when to
     evaluate,
-    as EvalCallback does with ``eval_freq``); ``on_episode(model, env_index)`` after every finished training
-    episode. Either may return ``False`` to stop training.
+    as EvalCallback does with ``eval_freq``); ``on_episode(model, env_index, infos)`` after every finished
+    training episode (``infos``: the step's per-env info dicts). Either may return ``False`` to stop training.
     """
 
     def __new__(
         cls,
         on_step: Callable[[Any, int], bool | None],
-        on_episode: Callable[[Any, int], bool | None] | None = None,
+        on_episode: Callable[[Any, int, Any], bool | None] | None = None,
     ) -> Any:
         base = _callback_base()
 
@@ -241,7 +241,8 @@ class EvalHook:
                     dones = self.locals.get("dones")
                     if dones is not None:
                         for i in np.nonzero(np.asarray(dones))[0]:
-                            keep = (on_episode(self.model, int(i)) is not False) and keep
+                            infos = self.locals.get("infos")
+                            keep = (on_episode(self.model, int(i), infos) is not False) and keep
                 return (on_step(self.model, int(self.num_timesteps)) is not False) and keep
 
         return _Hook()
