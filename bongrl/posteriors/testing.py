@@ -24,6 +24,9 @@ exact only when every observation touches one parameter (independent coordinates
 which every family represents, since it represents its own prior). ``exact_process_noise=False`` is for a family
 whose predict step approximates Σ + qI (``dlr``'s LO-FI step); forgetting alone (q = 0) must still be exact. The
 individual checks are public too, to run one of them on a state of your own (e.g. :func:`check_sigma_products`).
+
+The module is long because each check is a public function a plugin author can run alone, with its tolerance
+and the reason for it stated beside it.
 """
 
 from __future__ import annotations
