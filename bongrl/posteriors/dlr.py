@@ -12,7 +12,7 @@ from bongrl.posteriors.base import PosteriorFamily, SearchSpace, State, cholesky
 
 
 class DiagonalPlusLowRank(PosteriorFamily):
-    """BONG-DLR (Jones et al. 2024 §4.3; authors' ``update_dlrg_bong``, BONG_NOTES §2c and §4).
+    """BONG-DLR (Jones et al. 2024 §4.3; authors' ``update_dlrg_bong``, docs/design.md §3).
 
     Update with K new whitened columns A and natural gradient g:
 
