@@ -25,7 +25,7 @@ health checks, :mod:`bongrl.health`), :class:`StopOnFlag` (clean Ctrl-C) and :cl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -347,8 +347,3 @@ class StopOnFlag(BaseCallback):
 
     def _on_step(self) -> bool:
         return not (self.flag() and self.episodes)
-
-
-def run_callbacks(callbacks: Iterable[Any]) -> CallbackList:
-    """``callbacks`` (skipping None) as one :class:`CallbackList`."""
-    return CallbackList([c for c in callbacks if c is not None])
