@@ -46,15 +46,18 @@ class ExplorationSettings:
     its constructor names; see :func:`bongrl.registry.create`)."""
 
     every: int = 0
-    """Thompson: resample every k steps (0 = once per episode, 1 = every step)."""
+    """Thompson: each environment draws a new posterior sample every k steps (0 = once per episode, 1 = every
+    step). Change it when episodes are very long or never end: with 0 one sample then acts for the whole run."""
     beta: float = 1.0
-    """UCB: optimism coefficient."""
+    """UCB: optimism coefficient β, the weight of the linearised predictive std added to the mean Q-value. Raise it
+    when UCB settles on one action too early; lower it when it keeps trying actions already known to be poor."""
     eps_start: float = 0.1
-    """ε-greedy: initial ε."""
+    """ε-greedy: initial probability ε of a uniform random action (otherwise greedy on the posterior mean)."""
     eps_end: float = 0.01
-    """ε-greedy: final ε."""
+    """ε-greedy: final ε, reached after ``decay_steps`` calls and kept from then on."""
     decay_steps: int = 10_000
-    """ε-greedy: steps of linear decay."""
+    """ε-greedy: number of steps over which ε decays linearly from ``eps_start`` to ``eps_end``. Raise it when the
+    environment needs random actions for longer than the first ``decay_steps`` steps."""
 
     def exploration_options(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(ExplorationSettings)}

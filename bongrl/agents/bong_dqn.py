@@ -57,116 +57,118 @@ class BongDQNConfig(ExplorationSettings):
     """Hyperparameters of :class:`BongDQN` (each can be set as a keyword or with ``--set key=value``)."""
 
     hidden: list[int] = field(default_factory=lambda: [64, 64])
-    """Hidden layer widths of the Q-network MLP (ReLU)."""
+    """Hidden layer widths of the Q-network MLP (ReLU; image observations get a fixed CNN instead). Wider
+    networks cost more per update for no measured gain on classic control (docs/design.md §9.3)."""
     gamma: float = 0.99
-    """Discount factor γ_d of the TD target."""
+    """Discount factor γ_d of the TD target. Lower it when the task's horizon is short or the bootstrap targets
+    drift; raise it (up to 1) for sparse rewards far in the future."""
     obs_std: float = 3.0
     """σ: standard deviation of the Gaussian TD-target likelihood, in units of the reward scale (see
-    ``reward_normalize``): the main exploration knob."""
+    ``reward_normalize``): the main exploration knob. Raise it when updates diverge; lower it when rewards are
+    deterministic and exploration must be deep (docs/design.md §9.3, §9.4)."""
     prior_std: float = 1.0
-    """Prior standard deviation of every weight around its (seeded) initial value."""
+    """Prior standard deviation σ₀ of every weight around its (seeded) initial value; it also sets the size of
+    BONG's steps, so lowering it slows learning, not only exploration (docs/design.md §9.3)."""
     rank: int = 10
-    """Rank L of the ``dlr`` family (ignored by the others)."""
+    """Rank L of the low-rank part of the ``dlr`` family (ignored by the others). Raise it when the posterior
+    needs more directions of correlation; the update cost grows as (L + batch)² per parameter (docs/design.md §3)."""
     method: str = "lin"
-    """BONG variant: "lin", "mc-ef" or "mc-hess"."""
+    """BONG variant: "lin" (linearised), "mc-ef" or "mc-hess" (Monte Carlo with the empirical Fisher or the
+    Hessian). Keep "lin": with a Gaussian likelihood MC-EF's precision explodes on surprising rewards and the
+    posterior stops exploring (docs/design.md §9.1)."""
     mean_update: str = "auto"
     """Mean step of the ``diag`` family (ignored by the others): "gain" (the VD-EKF Kalman gain of the authors'
     code), "ng" (natural gradient with the diagonal precision; overshoots when many weights share one residual),
     or "auto" = "gain" for LIN and "ng" for the MC variants (:class:`~bongrl.posteriors.diag.DiagonalPrecision`)."""
     num_samples: int = 10
-    """M, samples for the MC variants."""
+    """M, Monte-Carlo samples per update for the MC variants (ignored by "lin")."""
     forget: float = 1.0
     """Forgetting γ ∈ (0, 1]: before every update θ drifts toward its prior as an Ornstein-Uhlenbeck process,
-    μ ← γμ + (1−γ)μ₀, Σ ← γ²Σ + (1−γ²)σ₀²I (the prior is stationary; 1 = static parameters)."""
+    μ ← γμ + (1−γ)μ₀, Σ ← γ²Σ + (1−γ²)σ₀²I (the prior is stationary; 1 = static parameters). Lower it when the
+    environment changes over time and old data should lose weight."""
     process_noise: float = 1e-5
     """Process noise q ≥ 0 added by the predict step before every update. Without it the precision of a static
     parameter grows without bound, the steps vanish, and the posterior keeps weighing stale bootstrap targets
-    (MountainCar: eval decayed from −101 to −150..−165 by 120k steps; with 1e-5 it held)."""
+    (docs/design.md §9.3). Raise it when a policy that once learned decays in long runs."""
     target_update: int = 20
     """Env steps between refreshes of the target network (a copy of the posterior mean)."""
     double_q: bool = True
     """Double-DQN bootstrap: action from the mean network, value from the target network."""
     td_clip: float = 0.0
     """Clip the TD residual y − Q_μ(s, a) to ±td_clip before the update (0 = off): the BONG step then follows the
-    Huber loss, as DQN does, which keeps rare huge TD errors from throwing the mean far."""
+    Huber loss, as DQN does. Set it when rare huge TD errors throw the mean far."""
     obs_normalize: str = "auto"
-    """"auto": map every Box dimension whose bounds are finite affinely onto [−1, 1] and standardise the others by
+    """"auto": map every Box dimension with finite bounds affinely onto [−1, 1] and standardise the others by
     their mean and std over the first ``learning_starts`` steps (then frozen; :mod:`bongrl.agents.normalize`);
-    "bounds": the finite ones only (others pass through); "none". A weight prior N(μ₀, σ₀²I) treats all inputs
-    alike, so inputs on very different scales (MountainCar's velocity spans ±0.07, its position 1.8) give a prior
-    that ignores the small ones."""
+    "bounds": the finite ones only; "none". A prior N(μ₀, σ₀²I) treats all inputs alike, so without it inputs on
+    a small scale are ignored (docs/design.md §9.3)."""
     reward_normalize: str = "warmup"
     """"warmup": rewards are divided by their root mean square over the first ``learning_starts`` steps (then
-    frozen), so ``obs_std`` and the weight prior mean the same on every env (classic control pays ±1 a step:
-    scale 1; LunarLander: ≈10); "none": raw rewards."""
+    frozen), so ``obs_std`` and the weight prior mean the same on every env; "none": raw rewards. Change it to
+    "none" when the rewards' scale is part of the tuning, as in the DeepSea preset (docs/design.md §9.3)."""
     buffer_size: int = 50_000
     """Replay capacity (used when ``replay_every`` > 0)."""
     learning_starts: int = 1_000
-    """Env steps before replay updates begin."""
+    """Env steps before replay updates begin; also the warm-up over which the reward and observation scales are
+    measured (``reward_normalize``, ``obs_normalize``)."""
     replay_every: int = 4
     """Env steps between replay updates (0: online updates only). Replay re-conditions on stored transitions,
     so the posterior counts each transition about ``replay_batch × replay_steps / replay_every`` + 1 times: it
-    is a tempered posterior (likelihood to a power ≈ 9 by default), not the exact Bayes posterior of the data."""
+    is a tempered posterior (likelihood to a power ≈ 9 by default), not the exact Bayes posterior of the data
+    (docs/design.md §9.3)."""
     replay_batch: int = 32
     """Transitions conditioned on jointly in one replay update."""
     replay_steps: int = 1
     """Replay updates each time they run."""
     rto_sweeps: int = 0
-    """Randomise-then-optimise Thompson samples (docs/design.md §4): each posterior sample perturbs the prior mean
-    (ξ ~ prior) and every stored TD target (ε_i ~ N(0, σ²)), then takes this many natural-gradient sweeps over the
-    whole replay, preconditioned by the BONG covariance, with bootstrap targets from the sample itself (so the
-    sample is consistent under its own Bellman backups: deep exploration). 0 = plain samples θ ~ N(μ, Σ). Exact
-    Newton steps for a linear head (``posterior_params="head"`` with the ``full`` family)."""
+    """Randomise-then-optimise Thompson samples (docs/design.md §4): each sample perturbs the prior mean and every
+    stored TD target, then takes this many sweeps over the replay preconditioned by the BONG covariance, with
+    bootstrap targets from the sample itself (deep exploration). 0 = plain samples θ ~ N(μ, Σ). Raise it when
+    rewards are sparse and need deep exploration, as on DeepSea (docs/design.md §9.4)."""
     rto_step: float = 1.0
     """Step size of each randomise-then-optimise sweep (1 = full Gauss-Newton step)."""
     rto_merge: bool = False
-    """Randomise-then-optimise over *merged* transitions: duplicate (s, a, s', done) transitions are stored once
-    with a count c and their mean reward r̄, and perturbed with ε̄ ~ N(0, σ²/c). Exact in distribution, for any
-    network: Σ_i (r_i + ε_i − q)² = c (r̄ + ε̄ − q)² + const. The sweeps then cost O(distinct transitions) — at
-    most 2N² on DeepSea — instead of O(replay size), and the ring replay only has to hold the transitions since
-    the previous sample (a smaller ``buffer_size`` suffices). With ``posterior_params="head"`` the body's
-    features of the merged transitions are computed once and cached (the body is fixed)."""
+    """Randomise-then-optimise over *merged* transitions: duplicates of (s, a, s', done) are stored once with a
+    count c and their mean reward, perturbed by ε̄ ~ N(0, σ²/c) (exact in distribution). Sweeps then cost
+    O(distinct transitions) instead of O(replay size). Turn it on when an environment revisits few distinct
+    transitions, as DeepSea does (docs/design.md §4, §9.4)."""
     rto_clip: float = 0.0
     """With ``rto_merge``: clip the sample's own bootstrap max_a' Q_θ̃(s', a') to [−rto_clip, rto_clip] in the
-    sweeps (0 = no clip): a guard on the value scale. It did not cure the divergence seen on DeepSea with 1024
-    features (``rto_cg`` did); the DeepSea preset keeps it at 10 as a bound."""
+    sweeps (0 = no clip): a bound on the value scale, not a cure for diverging sweeps (use ``rto_cg``;
+    docs/design.md §9.4)."""
     rto_cg: int = 0
-    """With ``rto_merge`` and ``posterior_params="head"``: each sweep (targets fixed at the current sample) solves
-    its quadratic with this many conjugate-gradient iterations preconditioned by the BONG covariance, instead of
-    one full preconditioned step (0). The step alone is exact only when the covariance is the exact inverse
-    precision; in float32 with ~10⁵ spread between prior and data precisions it is not (seen on DeepSea with 1024
-    features: the step diverged), while PCG with any SPD preconditioner decreases the sweep's objective."""
+    """With ``rto_merge`` and ``posterior_params="head"``: each sweep solves its quadratic with this many
+    conjugate-gradient iterations preconditioned by the BONG covariance instead of one preconditioned step (0).
+    Raise it when RTO samples diverge: the single step is exact only if the float32 covariance is the exact
+    inverse of the precision (docs/design.md §9.4)."""
     rto_precondition: str = "posterior"
     """Preconditioner of the randomise-then-optimise sweeps: "posterior" (the BONG covariance: Newton steps for a
     linear head) or "identity" (the prior covariance σ₀²I, an ablation that shows what BONG's curvature adds)."""
     polyak_eval: float = 1e-3
-    """τ ∈ [0, 1): keep a Polyak average θ̄ ← (1−τ)θ̄ + τμ of the posterior mean, updated after every (vector) env
-    step (0 = off), for the "averaged" evaluation (:meth:`BongDQN.greedy_predictor`). ``predict(deterministic=True)``
-    acts on the online mean μ; the benchmark protocol reports both, and gives SB3's agents the same average. The
-    online mean of a value network moves a lot from step to step (CartPole: greedy evals jump 500 → 101 within
-    5k steps); θ̄ averages over ~1/τ steps. Exploration and TD targets are unchanged."""
+    """τ ∈ [0, 1): Polyak average θ̄ ← (1−τ)θ̄ + τμ of the posterior mean after every vector env step (0 = off),
+    for the "averaged" evaluation (:meth:`BongDQN.greedy_predictor`); ``predict(deterministic=True)`` uses μ, which
+    moves a lot between steps. θ̄ averages over ~1/τ steps; exploration and TD targets never use it. Lower it when
+    evaluations lag training too long (docs/design.md §9.3)."""
     linearized_samples: bool = True
-    """Thompson samples in BONG-LIN's own linearised model (as NeuralTS does): a sample is a deviation ε ~ N(0, Σ),
-    drawn when the rule resamples, that acts through Q_μ(s) + J_μ(s) ε at the current mean μ — instead of the
-    network at weights μ + ε. With a broad weight prior (prior_std far above the init scale) weight-space draws
-    are networks whose values differ from the mean far beyond the linearised predictive std (MountainCar at 60k
-    steps: spread 30 vs 0.8), so every per-episode policy is close to random. Not with ``rto_sweeps``."""
+    """Thompson samples in BONG-LIN's own linearised model (as NeuralTS does): a deviation ε ~ N(0, Σ), drawn when
+    the rule resamples, acts through Q_μ(s) + J_μ(s) ε at the current mean μ instead of as the network at μ + ε.
+    Under a broad weight prior, weight-space draws are near-random policies (docs/design.md §9.3). Must be false
+    with ``rto_sweeps``."""
     posterior_params: str = "auto"
     """Which weights carry the posterior: "all", "head" (the last Linear layer), or "auto" = "head" for image
     observations (a CNN body, see :mod:`bongrl.agents.networks`) and "all" otherwise. The body outside the
     posterior stays at its random initialisation unless ``train_body`` trains it."""
     num_envs: int = 1
-    """Vectorised environments (each step gives ``num_envs`` transitions in one batched update)."""
+    """Vectorised environments (each step gives ``num_envs`` transitions in one batched update). Raise it to
+    condition on more transitions per update; it does not raise env steps per CPU-second (docs/design.md §9.6)."""
     dtype: str = "float32"
-    """"float32" or "float64"."""
+    """"float32" or "float64": the dtype of the network and the posterior. "float64" is exact where float32
+    loses precision, at a much higher cost (docs/design.md §9.4)."""
     train_body: str = "auto"
-    """Train the body outside the posterior (``posterior_params`` resolving to "head") as Bayesian DQN
-    (Azizzadenesheli et al. 2018) and NeuralLinear do: every replay minibatch (``replay_every`` > 0) also takes an
-    Adam step on the body for the Huber TD loss of the posterior-mean network (the same TD targets as the BONG
-    step, bootstrapped from the target head). Only the body is trained; the head stays the BONG posterior, which
-    keeps conditioning online on the body's current features (forgetting / process noise let it drop the
-    information about stale ones). "auto": on for image observations, off otherwise (a random-feature body, as
-    before); "on"; "off"."""
+    """Train the body outside a head-only posterior, as Bayesian DQN and NeuralLinear do: every replay minibatch
+    also takes an Adam step on the body for the Huber TD loss of the posterior-mean network, while the head stays
+    the BONG posterior (docs/design.md §5). "auto": on for image observations, off otherwise (a random-feature
+    body); "on"; "off"."""
     body_lr: float = 1e-4
     """Adam learning rate of the body (``train_body``); SB3 DQN's default."""
     body_grad_clip: float = 10.0

@@ -48,30 +48,35 @@ class ThompsonBanditConfig(ExplorationSettings):
     likelihood: str = "gaussian"
     """"gaussian" (real rewards, noise ``obs_std``) or "bernoulli" (0/1 rewards, logits per arm)."""
     obs_std: float = 1.0
-    """Reward noise σ of the Gaussian likelihood."""
+    """Reward noise σ of the Gaussian likelihood. Lower it when rewards are (nearly) deterministic, which favours
+    a nearly interpolating fit; raise it for noisy rewards (docs/design.md §9.5)."""
     prior_std: float = 1.0
-    """Prior standard deviation of every weight."""
+    """Prior standard deviation σ₀ of every weight around the prior mean (``prior_mean``). Together with
+    ``obs_std`` it sets how fast the posterior commits to an arm (docs/design.md §9.5)."""
     prior_mean: str = "init"
     """"init": the model's seeded initial weights; "zero": zeros (the conjugate textbook prior)."""
     rank: int = 10
-    """DLR rank."""
+    """Rank L of the low-rank part of the ``dlr`` family (ignored by the others)."""
     method: str = "lin"
-    """BONG variant: "lin", "mc-ef" or "mc-hess"."""
+    """BONG variant: "lin" (linearised), "mc-ef" or "mc-hess" (Monte Carlo with the empirical Fisher or the
+    Hessian). Keep "lin": on the bandits MC-EF with ``dlr`` was no better than uniform (docs/design.md §9.1)."""
     mean_update: str = "auto"
     """Mean step of the ``diag`` family (ignored by the others): "gain" (the VD-EKF Kalman gain of the authors'
     code), "ng" (natural gradient with the diagonal precision; overshoots when many weights share one residual),
     or "auto" = "gain" for LIN and "ng" for the MC variants (:class:`~bongrl.posteriors.diag.DiagonalPrecision`)."""
     num_samples: int = 10
-    """M for the MC variants."""
+    """M, Monte-Carlo samples per update for the MC variants (ignored by "lin")."""
     forget: float = 1.0
     """Forgetting γ: θ drifts toward its prior (Ornstein-Uhlenbeck, Σ ← γ²Σ + (1−γ²)σ₀²I) before each update;
-    1 = stationary bandit."""
+    1 = stationary bandit. Lower it when the arms' rewards drift over time."""
     process_noise: float = 0.0
-    """Process noise q of the predict step."""
+    """Process noise q ≥ 0 added by the predict step before every update (0 = static weights). Raise it when the
+    arms' rewards drift and the posterior should keep some uncertainty."""
     decay_steps: int = 1_000
     """ε-greedy: rounds of linear decay (Thompson's default ``every=0`` resamples every round: a round is an
     episode)."""
     dtype: str = "float32"
+    """"float32" or "float64": the dtype of the model and the posterior."""
 
     def validate(self) -> None:
         if self.likelihood not in ("gaussian", "bernoulli"):
