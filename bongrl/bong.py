@@ -13,6 +13,7 @@ samples θ_m ~ q_{t|t-1} (MC-EF: empirical Fisher; MC-Hess: generalised Gauss-Ne
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ METHODS = ("lin", "mc-ef", "mc-hess")
 #: ``(A, g) -> (A', g')``: a hook between computing and applying an increment (e.g. the cross-rank sum of
 #: :mod:`bongrl.distributed`)
 Reducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+#: torch's own warning when forward-mode AD (``jvp``) first loads its decompositions; see :meth:`BONG.apply_linearized`
+_JIT_SCRIPT_DEPRECATED = r"`torch\.jit\.script` is deprecated"
 
 
 def _real_tensor(v: Any, name: str, device: torch.device) -> Tensor:
@@ -249,7 +253,12 @@ class BONG:
             return (q + dq).reshape(x.shape[0], -1)
 
         def one(e: Tensor, o: Tensor) -> Tensor:
-            q, dq = jvp(lambda t: self.apply(t, o), (mean,), (e,))
+            # torch's forward-mode AD loads its decompositions through torch.jit.script on first use, which warns
+            # "`torch.jit.script` is deprecated": torch's internal call, nothing a caller can act on, so that one
+            # message is silenced here (and only here) instead of reaching users running with -W error.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_JIT_SCRIPT_DEPRECATED, category=DeprecationWarning)
+                q, dq = jvp(lambda t: self.apply(t, o), (mean,), (e,))
             return q + dq
 
         if eps.ndim == 1:
