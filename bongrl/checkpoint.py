@@ -1,7 +1,8 @@
 """Checkpoints: one safetensors file holding every tensor, with the JSON metadata in its header. No pickle.
 
-Writes are atomic (temporary file in the same folder, fsync, ``os.replace``), so a crash never leaves a half-written
-checkpoint under the final name. Loading parses only the safetensors format: a pickle payload, a tampered or a
+Writes are atomic (temporary file in the same folder, fsync, ``os.replace``: :func:`bongrl.runs.atomic_write`), so a
+crash never leaves a half-written checkpoint under the final name; the file gets the umask's mode, as ``open()``
+would give it. Loading parses only the safetensors format: a pickle payload, a tampered or a
 truncated file is refused with :class:`CheckpointError` and nothing in it is executed. The header also carries a
 SHA-256 digest of every tensor's name, dtype, shape and bytes, so flipped or replaced tensor bytes are detected
 too (an integrity check against corruption and accidental edits, not a signature: whoever can write the file can
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT"]
+from bongrl.runs import atomic_write
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_meta", "FORMAT"]
 
 FORMAT = "bongrl-checkpoint-v1"
 
@@ -33,22 +35,9 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
     """Atomically write ``tensors`` and JSON-serialisable ``meta`` to ``path`` (a ``.safetensors`` file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True), "sha256": _digest(clean)}
-    blob = st_save(clean, metadata=header)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, st_save(clean, metadata=header), fsync=True)
 
 
 def _digest(tensors: dict[str, Tensor]) -> str:
@@ -68,15 +57,36 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     Raises:
         CheckpointError: missing file, not safetensors (e.g. a pickle), truncated/tampered, or not ours.
     """
-    path = Path(path)
+    header, tensors = _open(Path(path), device, tensors=True)
+    meta = _meta(Path(path), header)
+    digest = header.get("sha256")
+    if digest is not None and digest != _digest(tensors):
+        raise CheckpointError(f"{str(path)!r} failed its SHA-256 check: the tensor data was modified or corrupted")
+    return tensors, meta
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """A checkpoint's JSON metadata from its header alone (no tensor is read): a cheap check that ``path`` is a
+    bongrl checkpoint before anything is written next to it. :class:`CheckpointError` otherwise."""
+    header, _ = _open(Path(path), "cpu", tensors=False)
+    return _meta(Path(path), header)
+
+
+def _open(path: Path, device: str | torch.device, tensors: bool) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """The safetensors header of ``path`` and (``tensors``) every tensor, on ``device``."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as fh:
             header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k).clone() for k in fh.keys()}
+            out = {k: fh.get_tensor(k).clone() for k in fh.keys()} if tensors else {}
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{str(path)!r} is not a valid bongrl checkpoint (safetensors): {exc}") from exc
+    return header, out
+
+
+def _meta(path: Path, header: dict[str, str]) -> dict:
+    """The metadata dict in a bongrl checkpoint's header (CheckpointError when the header is not ours)."""
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is a safetensors file but not a {FORMAT} checkpoint")
     try:
@@ -85,7 +95,4 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{str(path)!r} has a corrupt metadata header: {exc}") from exc
     if not isinstance(meta, dict):
         raise CheckpointError(f"{str(path)!r} has a corrupt metadata header: not a JSON object")
-    digest = header.get("sha256")
-    if digest is not None and digest != _digest(tensors):
-        raise CheckpointError(f"{str(path)!r} failed its SHA-256 check: the tensor data was modified or corrupted")
-    return tensors, meta
+    return meta

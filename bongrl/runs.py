@@ -15,11 +15,13 @@ A run directory holds
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,11 @@ __all__ = [
     "EPISODE_COLUMNS",
     "BANDIT_COLUMNS",
     "default_run_dir",
+    "free_dir",
+    "holds_run",
+    "check_directory_path",
+    "file_mode",
+    "atomic_write",
     "versions",
     "write_json",
     "read_json",
@@ -59,6 +66,79 @@ BANDIT_COLUMNS = ["kind", "round", "arm", "reward", "regret", "cumulative_regret
 def default_run_dir(env_id: str, agent: str, seed: int, root: str | Path = "runs") -> Path:
     """``runs/<env id with / replaced by _>-<agent>-s<seed>``."""
     return Path(root) / f"{env_id.replace('/', '_')}-{agent}-s{seed}"
+
+
+def holds_run(path: str | Path) -> bool:
+    """True when ``path`` is a resumable run directory (``config.json`` and ``checkpoint.safetensors``)."""
+    path = Path(path)
+    return (path / CONFIG).is_file() and (path / CHECKPOINT).is_file()
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def check_directory_path(path: str | Path, flag: str = "--out") -> None:
+    """UsageError unless ``path`` is, or could be created as, a directory (it or an ancestor is a file)."""
+    from bongrl.errors import UsageError
+
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"cannot be made: {str(p)!r} is a file"
+                raise UsageError(f"{flag} {str(path)!r} {what}; give a directory")
+            return
+
+
+def free_dir(base: str | Path, reusable: Callable[[Path], bool] = _is_empty_dir, flag: str = "--out",
+             limit: int = 10_000) -> Path:
+    """The directory to write to, never one holding something else: ``base`` if it does not exist or
+    ``reusable(base)`` (default: it is an empty directory), else the first of ``base_1``, ``base_2``, ... that is
+    (rl-baselines3-zoo's rule). UsageError when ``base`` (or an ancestor) is a file. Nothing is created."""
+    from bongrl.errors import UsageError
+
+    base = Path(base)
+    check_directory_path(base, flag)
+    for i in range(limit):
+        cand = base if i == 0 else base.with_name(f"{base.name}_{i}")
+        if not cand.exists() or (cand.is_dir() and reusable(cand)):
+            return cand
+    raise UsageError(f"{flag}: {str(base)!r} and {limit - 1} numbered siblings are taken; give another {flag}")
+
+
+def file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` gives a new file (``mkstemp`` gives 0o600)."""
+    try:  # Linux: read the umask without changing it (os.umask would, briefly, for every thread)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | Path, data: bytes | str, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``), with the
+    mode a plain ``open()`` would give (the umask's); the folder is created. ``fsync``: flush to disk first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def versions() -> dict[str, str]:
@@ -91,19 +171,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (non-finite floats become ``null``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(obj), fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Atomically write ``obj`` as indented JSON (non-finite floats become ``null``); mode as :func:`atomic_write`."""
+    return atomic_write(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -186,12 +255,11 @@ def truncate_metrics(path: str | Path, key: str, upto: int) -> int:
     keep = [r for r in rows if keep_row(r)]
     if len(keep) == n_rows:
         return 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(keep)
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(keep)
+    atomic_write(path, buf.getvalue())
     return n_rows - len(keep)
 
 
