@@ -28,7 +28,7 @@ from bongrl.compare.common import (
     _error_text,
     _key,
 )
-from bongrl.compare.plan import _changed_settings, _read_result, _signature, is_complete, plan, run_dir
+from bongrl.compare.plan import _read_result, _signature, is_complete, plan, plan_conflict, run_dir
 from bongrl.compare.report import _read_curve, aggregate
 from bongrl.envs.wrappers import episode_success
 
@@ -378,7 +378,9 @@ def _say(quiet: bool, msg: str) -> None:
 
 def _done_line(key: str, res: dict[str, Any]) -> str:
     if res["status"] != COMPLETE:
-        return f"FAILED {key}: {res['error']} (after {res['evaluations']} evaluation(s); partial curve kept)"
+        n = res.get("evaluations") or 0
+        kept = f"after {n} evaluation(s); partial curve kept" if n else "before its first evaluation"
+        return f"FAILED {key}: {res['error']} ({kept})"
     extra = ""
     if res.get("success_reported"):
         extra = (
@@ -426,7 +428,7 @@ def run_compare(
     tasks, _threshold = plan(
         env_id, steps, seeds, agents, eval_every, eval_episodes, env_kwargs, overrides, polyak_tau, defaults_only
     )
-    out = Path(out) if out is not None else default_out(env_id, env_kwargs)
+    out = _compare_dir(Path(out) if out is not None else default_out(env_id, env_kwargs), tasks)
     out.mkdir(parents=True, exist_ok=True)
     pending = [t for t in tasks if not is_complete(out, t)]
     skipped = [_key(t) for t in tasks if t not in pending]
@@ -437,20 +439,16 @@ def run_compare(
     _say(quiet, f"compare {env_id} {steps} steps: {len(pending)} run(s) to do, {jobs} at a time -> {out}")
     failed: list[tuple[str, str]] = []
     ran: list[str] = []
-    bar = None
-    if not quiet and pending:
-        from tqdm.auto import tqdm
+    from bongrl.progress import progress as _progress
 
-        bar = tqdm(total=steps * len(pending), unit="step", dynamic_ncols=True, desc="compare")
+    bar = _progress(steps * len(pending), "step", enabled=not quiet and bool(pending))
     seen: dict[str, int] = {}
 
     def progress(key: str, step: int) -> None:
-        if bar is None:
-            return
         step = min(step, steps)
         bar.update(step - seen.get(key, 0))
         seen[key] = step
-        bar.set_postfix_str(f"runs {len(ran) + len(failed)}/{len(pending)} done")
+        bar.set_postfix(runs=f"{len(ran) + len(failed)}/{len(pending)} done")
 
     def finished(key: str, res: dict[str, Any]) -> None:
         progress(key, steps)
@@ -461,8 +459,7 @@ def run_compare(
             if os.environ.get("BONGRL_DEBUG"):
                 print(res.get("traceback", ""), file=sys.stderr)
         _say(quiet, _done_line(key, res))
-        if bar is not None:
-            bar.set_postfix_str(f"runs {len(ran) + len(failed)}/{len(pending)} done")
+        bar.set_postfix(runs=f"{len(ran) + len(failed)}/{len(pending)} done")
 
     try:
         if jobs == 1 or len(pending) <= 1:
@@ -476,8 +473,7 @@ def run_compare(
         elif pending:
             _run_processes(pending, out, jobs, progress, finished)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     summary = aggregate(
         out,
         env_id=env_id,
@@ -491,16 +487,24 @@ def run_compare(
 
 
 def _say_earlier(quiet: bool, out: Path, task: dict[str, Any]) -> None:
-    """Say why a run that already has a result in ``out`` runs again (other settings, or it failed)."""
+    """Say why a run that already has a result in ``out`` runs again (it failed; :func:`_compare_dir` never picks
+    a directory where it ran with other settings)."""
     res = _read_result(out, task)
-    if res is None:
-        return
-    changed = _changed_settings(out, task)
-    if changed:
-        _say(quiet, f"{_key(task)}: ran earlier with other settings ({changed}); rerunning "
-             "(the earlier run is replaced when the new one completes or fails)")
-    elif res.get("status") == FAILED:
+    if res is not None and res.get("status") == FAILED:
         _say(quiet, f"{_key(task)}: failed earlier ({res.get('error')}); retrying")
+
+
+def _compare_dir(base: Path, tasks: list[dict[str, Any]]) -> Path:
+    """Where this comparison goes: ``base`` when it is new, empty or resumable by ``tasks``
+    (:func:`~bongrl.compare.plan.plan_conflict`), else the first such ``base_1``, ``base_2``, ... (one line says
+    why): another comparison's files are never replaced."""
+    from bongrl import runs
+
+    out = runs.free_dir(base, lambda d: not plan_conflict(d, tasks))
+    if out != base:
+        print(f"compare: {base} cannot take this comparison ({plan_conflict(base, tasks)}); writing to {out}",
+              flush=True)
+    return out
 
 
 def default_out(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Path:

@@ -22,6 +22,7 @@ from bongrl.compare.common import (
     RESULT,
     RUNS,
     CompareError,
+    _key,
 )
 from bongrl.envs.wrappers import eval_seed
 
@@ -245,9 +246,13 @@ def _signature(task: dict[str, Any]) -> dict[str, Any]:
 
 def _read_result(out: Path, task: dict[str, Any]) -> dict[str, Any] | None:
     """The result.json of ``task``'s (agent, seed) folder in ``out`` (None when absent or unreadable)."""
+    return _read_dict(run_dir(out, task["agent"], task["seed"]) / RESULT)
+
+
+def _read_dict(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (None when absent, unreadable or not an object)."""
     from bongrl import runs
 
-    path = run_dir(out, task["agent"], task["seed"]) / RESULT
     try:
         res = runs.read_json(path)
     except (OSError, ValueError):
@@ -264,6 +269,46 @@ def is_complete(out: Path, task: dict[str, Any]) -> bool:
         and (run_dir(out, task["agent"], task["seed"]) / CURVE).is_file()
         and res.get("task") == _signature(task)
     )
+
+
+#: what a comparison's directory holds (anything else there means it is not one)
+OUTPUTS = frozenset({RUNS, "compare.csv", "summary.md", "summary.json", "learning_curves.png"})
+#: the task fields every run of one comparison shares, whatever its agent
+PROTOCOL = ("env", "env_kwargs", "steps", "eval_every", "eval_episodes", "polyak_tau")
+
+
+def _settings(task: dict[str, Any]) -> dict[str, Any]:
+    """A task's settings without its seed (what the runs of one agent in one comparison share)."""
+    return {k: v for k, v in _signature(task).items() if k not in ("seed", "eval_seed")}
+
+
+def plan_conflict(out: Path, tasks: list[dict[str, Any]]) -> str:
+    """Why ``out`` cannot take these tasks without replacing another comparison's files ('' when it can: it is
+    empty, or holds only runs these tasks resume — the same (agent, seed) with the same settings, or other seeds
+    of a planned agent with its settings, or other agents with the same protocol)."""
+    strays = sorted(p.name for p in Path(out).iterdir() if p.name not in OUTPUTS)
+    if strays:
+        return f"it holds files that are not a comparison's ({', '.join(strays[:3])})"
+    mine = {_key(t): _signature(t) for t in tasks}
+    agents = {t["agent"]: _settings(t) for t in tasks}
+    protocol = {k: _signature(tasks[0]).get(k) for k in PROTOCOL} if tasks else {}
+    for path in sorted((Path(out) / RUNS).glob(f"*/{RESULT}")):
+        key = path.parent.name
+        if key.endswith(".partial"):  # scratch of an interrupted run: redone anyway
+            continue
+        res = _read_dict(path)
+        old = res.get("task") if res is not None else None
+        if not isinstance(old, dict):
+            return f"{key} has no readable result"
+        if key in mine:
+            same = old == mine[key]
+        elif old.get("agent") in agents:
+            same = _settings(old) == agents[old["agent"]]
+        else:
+            same = all(old.get(k) == v for k, v in protocol.items())
+        if not same:
+            return f"{key} ran with other settings"
+    return ""
 
 
 def _changed_settings(out: Path, task: dict[str, Any]) -> str:
