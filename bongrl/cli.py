@@ -1,4 +1,4 @@
-"""Command-line interface: ``bongrl train | evaluate | plugins`` (also ``python -m bongrl``).
+"""Command-line interface: ``bongrl train | evaluate | plugins | compare | tune`` (also ``python -m bongrl``).
 
 Examples::
 
@@ -8,25 +8,34 @@ Examples::
     bongrl evaluate runs/CartPole-v1-bongdqn-s0 --episodes 20
     bongrl plugins
 
+Outputs never replace earlier ones (rl-baselines3-zoo's rule): ``train`` writes a fresh run to ``--out`` (default
+``runs/<env>-<agent>-s<seed>``) only if that directory does not exist or is empty, else to the first free
+``DIR_1``, ``DIR_2``, ... and says so; ``--resume DIR`` continues a run in place. ``compare`` and ``tune`` resume
+their own earlier output in DIR (same plan / same study) and otherwise move on to ``DIR_1``, ... the same way.
+
 Exit codes: 0 success, 1 runtime failure, 2 usage error (one ``bongrl: error: ...`` line on stderr),
 130 Ctrl-C.
+
+The module imports no torch: ``bongrl --help`` is fast, and each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bongrl import runs
 from bongrl.errors import RunFailure, UsageError
 from bongrl.errors import one_line as _one_line
-from bongrl.runner import RunSpec, parse_overrides, train_run, write_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bongrl.runner import RunSpec
 
 __all__ = ["main", "build_parser", "UsageError", "RunFailure"]
-
 
 
 # ---------------------------------------------------------------------------------------------------- parser
@@ -38,7 +47,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"bongrl: error: {_one_line(message)}{hint}\n")
 
 
+def _add_env_kwargs(p: argparse.ArgumentParser) -> None:
+    """``--env-kwargs KEY=VALUE ...`` (rl-zoo's flag), shared by train, compare and tune."""
+    p.add_argument(
+        "--env-kwargs", nargs="+", action="extend", metavar="KEY=VALUE",
+        help="keyword arguments of the env (rl-zoo's flag), e.g. --env-kwargs size=20 (values parsed as JSON); "
+        "used for the training and the evaluation envs",
+    )
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed ``--env-kwargs`` (UsageError naming a malformed item)."""
+    from bongrl.runner.spec import parse_overrides
+
+    return parse_overrides(getattr(args, "env_kwargs", None) or [], "--env-kwargs")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bongrl`` argument parser (subcommands train, evaluate, plugins, compare, tune)."""
     p = _Parser(
         prog="bongrl",
         description="RL and bandit agents exploring with a BONG Bayesian posterior over Q-network weights.",
@@ -53,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train an agent; writes a run directory",
         description="Train an agent and write config.json, metrics.csv, eval.json, "
-        "learning_curve.png and checkpoint.safetensors to a run directory.",
+        "learning_curve.png and checkpoint.safetensors to a run directory. An existing run is never "
+        "overwritten: if --out (or the default) already holds files, the run goes to DIR_1, DIR_2, ... "
+        "(the first free one) and a line says so; continue a run with --resume DIR.",
     )
     t.add_argument(
         "--env", help="gymnasium env id (e.g. CartPole-v1, bongrl/DeepSea-v0, bongrl/WheelBandit-v0)"
@@ -65,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default=None, help="torch device (default auto)"
     )
-    t.add_argument("--out", help="run directory (default runs/<env>-<agent>-s<seed>)")
+    t.add_argument(
+        "--out", help="run directory (default runs/<env>-<agent>-s<seed>); if it holds files, DIR_1, DIR_2, ... "
+        "(never overwritten)",
+    )
     t.add_argument(
         "--preset", help="another env id's preset, or a JSON preset file (default: the env's preset)"
     )
@@ -85,10 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--checkpoint-every", type=int, help="env steps between checkpoints (default: at every evaluation)"
     )
-    t.add_argument(
-        "--env-kwargs", nargs="+", action="extend", metavar="KEY=VALUE",
-        help="keyword arguments of the env (rl-zoo's flag), e.g. --env-kwargs size=20 (values parsed as JSON)",
-    )
+    _add_env_kwargs(t)
     t.add_argument(
         "--health", type=int, metavar="STEPS",
         help="check the posterior's health (finite, positive definite) every STEPS steps; stop on a failure",
@@ -109,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("run_dir", metavar="DIR", help="run directory written by `bongrl train`")
     e.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
-    e.add_argument("--seed", type=int, default=None, help="seed of the first episode (default 20000)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the first episode (default 20000; >= 0)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.set_defaults(func=cmd_evaluate)
 
@@ -119,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="List registered plugins with their distribution and whether they load.",
     )
     pl.set_defaults(func=cmd_plugins)
-    _add_compare_parser(sub)
-    _add_tune_parser(sub)
+    _add_env_kwargs(_add_compare_parser(sub))
+    _add_env_kwargs(_add_tune_parser(sub))
     return p
 
 
@@ -134,19 +162,36 @@ def _say(msg: str) -> None:
 
 def _resolve_train(args: argparse.Namespace) -> tuple[RunSpec, Path, dict[str, Any] | None]:
     """The run's spec, its directory and (on ``--resume``) the saved config; validated, nothing built."""
-    if not args.resume:
-        if not args.env:
-            raise UsageError("the following argument is required: --env (or --resume DIR)")
-        spec = RunSpec.resolve(
-            args.env, preset=args.preset, posterior=args.posterior, exploration=args.exploration,
-            overrides=parse_overrides(args.overrides), seed=args.seed, device=args.device, steps=args.steps,
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-            env_kwargs=parse_overrides(args.env_kwargs or [], "--env-kwargs"),
-        )
-        return spec, Path(args.out) if args.out else runs.default_run_dir(spec.env, spec.agent, spec.seed), None
+    from bongrl.runner import RunSpec, parse_overrides
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be a positive integer, got {args.steps}")
+    if args.health is not None and args.health < 1:
+        raise UsageError(f"--health must be a positive integer (steps between checks), got {args.health}")
+    if args.resume:
+        return _resolve_resume(args)
+    if not args.env:
+        raise UsageError("the following argument is required: --env (or --resume DIR)")
+    spec = RunSpec.resolve(
+        args.env, preset=args.preset, posterior=args.posterior, exploration=args.exploration,
+        overrides=parse_overrides(args.overrides), seed=args.seed, device=args.device, steps=args.steps,
+        eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+        env_kwargs=_env_kwargs(args),
+    )
+    base = Path(args.out) if args.out else runs.default_run_dir(spec.env, spec.agent, spec.seed)
+    return spec, _fresh_run_dir(base), None
+
+
+def _resolve_resume(args: argparse.Namespace) -> tuple[RunSpec, Path, dict[str, Any]]:
+    """``--resume DIR``: its spec (with the changes allowed on a resume), DIR and its saved config; UsageError
+    (or CheckpointError) before anything is written when DIR is not a resumable run."""
+    from bongrl.checkpoint import read_meta
+    from bongrl.runner import RunSpec, check_env_id
+
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
-        raise UsageError(f"--resume: run directory {str(run_dir)!r} does not exist")
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise UsageError(f"--resume: run directory {str(run_dir)!r} {what}")
     for name in (runs.CONFIG, runs.CHECKPOINT):
         if not (run_dir / name).is_file():
             raise UsageError(f"--resume: {str(run_dir / name)!r} is missing; not a resumable run directory")
@@ -158,15 +203,29 @@ def _resolve_train(args: argparse.Namespace) -> tuple[RunSpec, Path, dict[str, A
             "--resume continues a run with its saved settings; only --steps, --device, --eval-every, "
             f"--eval-episodes, --checkpoint-every and --quiet may be given (got {', '.join('--' + f for f in given)})"
         )
+    read_meta(run_dir / runs.CHECKPOINT)  # CheckpointError (exit 2) before config.json is touched
     try:
         saved = runs.read_json(run_dir / runs.CONFIG)
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"--resume: cannot read {str(run_dir / runs.CONFIG)!r}: {_one_line(exc)}") from exc
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume: {str(run_dir / runs.CONFIG)!r} is not a bongrl run config")
     changes = {k: getattr(args, k) for k in ("steps", "eval_every", "eval_episodes", "checkpoint_every", "device")
                if getattr(args, k) is not None}
     spec = RunSpec.from_config(saved).replace(**changes)
+    check_env_id(spec.env)  # registered (making it waits for training): a broken config fails before any write
     spec.validate(check_env=False)
     return spec, run_dir, saved
+
+
+def _fresh_run_dir(base: Path) -> Path:
+    """Where a fresh run goes: ``base`` unless it holds files, else the first free ``base_1``, ``base_2``, ...
+    (one line says so). UsageError when ``base`` is a file. Nothing is created."""
+    out = runs.free_dir(base)
+    if out != base and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks for all
+        hint = f" (use --resume {base} to continue it)" if runs.holds_run(base) else ""
+        print(f"bongrl train: {base} exists; writing to {out}{hint}", flush=True)
+    return out
 
 
 def _print_header(spec: RunSpec, out: Path) -> None:
@@ -185,9 +244,11 @@ def _print_header(spec: RunSpec, out: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``bongrl train``: resolve the run, write its config, train it (:func:`bongrl.runner.train_run`)."""
+    from bongrl.runner import train_run, write_config
+    from bongrl.runner.train import kept_outputs
+
     spec, out, saved = _resolve_train(args)
-    if args.health is not None and args.health < 1:
-        raise UsageError(f"--health must be a positive integer (steps between checks), got {args.health}")
     if getattr(args, "distributed", False):
         return _train_distributed(spec, out, saved is not None)
     quiet = bool(args.quiet)
@@ -200,8 +261,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     agent, result = run.agent, run.result
     if run.status == 130:
         unit = "round" if spec.unit == "round" else "step"
-        print(f"bongrl: interrupted at {unit} {agent.num_timesteps}/{spec.steps}; checkpoint, metrics in {out} "
-              f"(continue with: bongrl train --resume {out})", file=sys.stderr)
+        kept = kept_outputs(out)
+        again = f" (continue with: bongrl train --resume {out})" if runs.holds_run(out) else ""
+        print(f"bongrl: interrupted at {unit} {agent.num_timesteps}/{spec.steps}"
+              f"{'; ' + kept if kept else ''}{again}", file=sys.stderr)
         return 130
     if spec.unit == "round":
         print(f"done: {spec.env} {agent.num_timesteps} rounds, cumulative regret {result['cumulative_regret']:.2f}, "
@@ -214,17 +277,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``bongrl evaluate DIR``: the run's checkpoint, greedy, on a fresh env; writes DIR/eval_cli.json."""
     from bongrl.envs.wrappers import evaluate
+    from bongrl.runner import RunSpec
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
-        raise UsageError(f"run directory {str(run_dir)!r} does not exist")
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise UsageError(f"run directory {str(run_dir)!r} {what}")
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    if not runs.holds_run(run_dir):
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (it needs {runs.CONFIG} and {runs.CHECKPOINT})")
     try:
-        spec = RunSpec.from_config(runs.read_json(run_dir / runs.CONFIG))
+        config = runs.read_json(run_dir / runs.CONFIG)
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {str(run_dir / runs.CONFIG)!r}: {_one_line(exc)}") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"{str(run_dir / runs.CONFIG)!r} is not a bongrl run config")
+    spec = RunSpec.from_config(config)
     agent = spec.agent_class().load(run_dir / runs.CHECKPOINT, device=args.device)
     seed = 20_000 if args.seed is None else args.seed
     try:
@@ -252,6 +325,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- plugins
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """``bongrl plugins``: every registered plugin, its distribution and whether it loads."""
     from bongrl import registry
 
     names = {v: k for k, v in registry.GROUPS.items()}
@@ -266,7 +340,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- compare
-def _add_compare_parser(sub: Any) -> None:
+def _add_compare_parser(sub: Any) -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare",
         help="compare BongDQN with SB3 DQN / QR-DQN / PPO baselines (same env, budget, seeds, evaluation)",
@@ -286,7 +360,10 @@ def _add_compare_parser(sub: Any) -> None:
     )
     c.add_argument("--agents", default="bongdqn,dqn,qrdqn,ppo", help="comma-separated subset of "
                    "bongdqn,dqn,qrdqn,ppo (default: all four)")
-    c.add_argument("--out", help="output directory (default runs/compare_<env>; results/ is for published summaries)")
+    c.add_argument(
+        "--out", help="output directory (default runs/compare_<env>; results/ is for published summaries); one "
+        "that holds another comparison is left alone and DIR_1, DIR_2, ... used instead",
+    )
     c.add_argument(
         "--jobs", type=int, default=1, help="runs in parallel processes, 1 torch thread each (default 1)"
     )
@@ -309,10 +386,23 @@ def _add_compare_parser(sub: Any) -> None:
     )
     c.add_argument("--quiet", action="store_true", help="no progress display")
     c.set_defaults(func=cmd_compare)
+    return c
+
+
+def _compare_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--env-kwargs`` with ``--size`` (a shorthand for ``--env-kwargs size=N``) merged in."""
+    env_kwargs = _env_kwargs(args)
+    if args.size is not None:
+        if "size" in env_kwargs and env_kwargs["size"] != args.size:
+            raise UsageError(f"--size {args.size} contradicts --env-kwargs size={env_kwargs['size']}; give one")
+        env_kwargs["size"] = args.size
+    return env_kwargs
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``bongrl compare``: every agent on the same env, budget, seeds and evaluation (:mod:`bongrl.compare`)."""
     from bongrl import compare, presets
+    from bongrl.runner import parse_overrides
 
     agents = compare.parse_agents(args.agents)
     overrides: dict[str, dict[str, Any]] = {}
@@ -321,7 +411,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not dot or "=" not in rest:
             raise UsageError(f"--set expects AGENT.KEY=VALUE (e.g. bongdqn.obs_std=0.5), got {item!r}")
         overrides.setdefault(name.strip().lower(), {}).update(parse_overrides([rest]))
-    env_kwargs = {"size": args.size} if args.size is not None else {}
+    env_kwargs = _compare_env_kwargs(args)
     steps = args.steps if args.steps is not None else int(presets.get(args.env).get("steps", 50_000))
     seeds = compare.parse_seeds(args.seeds)  # CompareError: one line, exit 2
     result = compare.run_compare(
@@ -347,13 +437,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- tune
-def _add_tune_parser(sub: Any) -> None:
-    from bongrl import tune
+def _add_tune_parser(sub: Any) -> argparse.ArgumentParser:
+    from bongrl import tune  # no torch: its heavy imports are inside its functions
 
-    tune.add_parser(sub)  # flags, search space and help text live in bongrl/tune.py
+    return tune.add_parser(sub)  # flags, search space and help text live in bongrl/tune.py
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    """``bongrl tune``: an Optuna study over BongDQN's hyperparameters (:mod:`bongrl.tune`)."""
     from bongrl import tune
 
     return tune.cmd_tune(args)
@@ -400,11 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bongrl`` / ``python -m bongrl``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse prints its own usage error and exits 2
-    from bongrl.checkpoint import CheckpointError
     from bongrl.registry import PluginError
 
     if args.threads < 1:
-        print("bongrl: error: --threads must be >= 1", file=sys.stderr)
+        print(f"bongrl: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
     import torch
 
@@ -412,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(bool(getattr(args, "quiet", False)))
     try:
         return int(args.func(args))
-    except (UsageError, PluginError, CheckpointError, ValueError) as exc:
+    except (UsageError, PluginError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"bongrl: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -422,8 +512,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bongrl: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a runtime failure: one line, no traceback (set BONGRL_DEBUG=1 for it)
-        import os
-
         if os.environ.get("BONGRL_DEBUG"):
             raise
         print(f"bongrl: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)

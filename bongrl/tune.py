@@ -18,6 +18,9 @@ train``) every ``eval_every`` env steps and at the end.
   (FAIL) or a killed process (left RUNNING) do not count, so they are redone. The study remembers its env,
   budget, protocol, posterior, exploration and fixed hyperparameters; a rerun with other ones is refused.
 
+DIR (default ``runs/tune_<env>``) is this study's: ``study.json`` names it, so the same command resumes there and
+any other study goes to ``DIR_1``, ``DIR_2``, ... instead of replacing its outputs.
+
 Outputs in DIR: ``best_preset.json`` (the base preset with the best trial's hyperparameters, ``steps`` /
 ``eval_every`` / ``eval_episodes`` set to the tuning protocol; ``bongrl train --env ID --preset
 DIR/best_preset.json`` reads it), ``best_trial.json`` (its value, trial number, study, storage) and
@@ -216,6 +219,8 @@ def _resolve(args: Any) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None and (not isinstance(value, int) or value < low):
             raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+    if args.study is not None and not args.study.strip():
+        raise UsageError("--study must be a non-empty name")
     if args.objective not in OBJECTIVES:
         raise UsageError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {args.objective!r}")
     overrides = parse_overrides(args.overrides)
@@ -229,11 +234,10 @@ def _resolve(args: Any) -> dict[str, Any]:
         raise UsageError(f"tune needs an episodic agent; the preset for {args.env} uses {spec.agent!r}")
     eval_every = args.eval_every if args.eval_every is not None else max(1, spec.steps // 5)
     spec = spec.replace(eval_every=0 if eval_every >= spec.steps else eval_every)
-    out = Path(args.out) if args.out else default_out(args.env)
     keys = searched_keys(spec.posterior, spec.exploration, set(overrides), spec.agent)
     if not keys:
         raise UsageError("every searched hyperparameter is fixed with --set; nothing to tune")
-    return {
+    setup = {
         "spec": spec,
         "env": spec.env,
         "preset": spec.preset_values,
@@ -248,11 +252,39 @@ def _resolve(args: Any) -> dict[str, Any]:
         "device": spec.device,
         "objective": args.objective,
         "trials": args.trials,
-        "out": out,
-        "storage": args.storage or f"sqlite:///{out / 'study.db'}",
+        "env_kwargs": spec.env_kwargs,
         "study": args.study or f"tune-{_slug(args.env)}",
         "quiet": args.quiet,
     }
+    setup["marker"] = {"study": setup["study"], "storage": args.storage,
+                       "setup": json.loads(json.dumps({k: setup[k] for k in _IDENTITY}))}
+    setup["out"] = _study_dir(Path(args.out) if args.out else default_out(args.env), setup["marker"])
+    setup["storage"] = args.storage or f"sqlite:///{setup['out'] / 'study.db'}"
+    return setup
+
+
+#: DIR/MARKER names the study DIR belongs to (its name, the --storage given, its settings)
+MARKER = "study.json"
+
+
+def _study_dir(base: Path, marker: dict[str, Any]) -> Path:
+    """DIR for this study: ``base`` when it is new, empty or this study's own (its :data:`MARKER` matches),
+    else the first such ``base_1``, ``base_2``, ... (one line says so): another study's outputs are never
+    replaced."""
+    from bongrl import runs
+
+    def ours(d: Path) -> bool:
+        if not any(d.iterdir()):
+            return True
+        try:
+            return runs.read_json(d / MARKER) == marker
+        except (OSError, ValueError):
+            return False
+
+    out = runs.free_dir(base, ours)
+    if out != base:
+        print(f"tune: {base} holds another study (or other files); writing to {out}", flush=True)
+    return out
 
 
 #: Settings a resumed study must share with the command (else its trials are not comparable).
@@ -267,7 +299,12 @@ _IDENTITY = (
     "objective",
     "fixed",
     "keys",
+    "env_kwargs",
 )
+
+
+#: identity settings added after studies were saved without them, and the value those studies had
+_ADDED: dict[str, Any] = {"env_kwargs": {}}
 
 
 def _check_identity(study: Any, setup: dict[str, Any]) -> None:
@@ -278,7 +315,7 @@ def _check_identity(study: Any, setup: dict[str, Any]) -> None:
     if saved is None:
         study.set_user_attr("setup", mine)
         return
-    diff = [k for k in _IDENTITY if saved.get(k) != mine.get(k)]
+    diff = [k for k in _IDENTITY if saved.get(k, _ADDED.get(k)) != mine.get(k)]
     if diff:
         what = "; ".join(f"{k}: study {saved.get(k)!r}, command {mine.get(k)!r}" for k in diff)
         raise UsageError(
@@ -322,6 +359,9 @@ def run_study(setup: dict[str, Any]) -> dict[str, Any]:
         load_if_exists=True,
     )
     _check_identity(study, setup)
+    from bongrl import runs
+
+    runs.write_json(Path(setup["out"]) / MARKER, setup["marker"])  # DIR is this study's: a rerun resumes here
     done_before = len(_finished(study))
     todo = max(0, n_total - done_before)
     _say(
@@ -465,8 +505,9 @@ def write_outputs(study: Any, setup: dict[str, Any]) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def add_parser(sub: Any) -> None:
-    """The ``tune`` subcommand (registered by :func:`bongrl.cli.build_parser`)."""
+def add_parser(sub: Any) -> Any:
+    """The ``tune`` subcommand (registered by :func:`bongrl.cli.build_parser`, which adds ``--env-kwargs``);
+    returns its parser."""
     import argparse
 
     p = sub.add_parser(
@@ -493,7 +534,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--seed", type=int, default=None, help="training seed of every trial and sampler seed (default 0)"
     )
-    p.add_argument("--out", help="output directory DIR (default runs/tune_<env>)")
+    p.add_argument(
+        "--out", help="output directory DIR (default runs/tune_<env>); the same command resumes its study there, "
+        "any other study goes to DIR_1, DIR_2, ... (never overwritten)",
+    )
     p.add_argument(
         "--eval-every",
         type=int,
@@ -525,6 +569,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
     p.set_defaults(func=cmd_tune)
+    return p
 
 
 def cmd_tune(args: Any) -> int:

@@ -29,7 +29,7 @@ from bongrl.callbacks import (
 from bongrl.errors import RunFailure, one_line
 from bongrl.runner.spec import RunSpec
 
-__all__ = ["RunResult", "train_run", "write_config"]
+__all__ = ["RunResult", "train_run", "write_config", "kept_outputs"]
 
 Say = Callable[[str], None]
 
@@ -93,6 +93,15 @@ def _last_wall(out: Path) -> float:
         return float(rows[-1]["wall_s"]) if rows else 0.0
     except (KeyError, ValueError):
         return 0.0
+
+
+def kept_outputs(out: Path) -> str:
+    """What a stopped run left in ``out``, naming only files that exist: ``"metrics.csv, checkpoint.safetensors
+    in runs/x"`` ('' when there is nothing, or only an empty metrics file)."""
+    names = [runs.METRICS, runs.PLOT, runs.CHECKPOINT]
+    metrics = out / runs.METRICS
+    have = [n for n in names if (out / n).is_file() and not (n == runs.METRICS and not runs.read_metrics(metrics))]
+    return f"{', '.join(have)} in {out}" if have else ""
 
 
 def finish(out: Path, say_warning: Say | None = None) -> None:
@@ -185,10 +194,10 @@ def train_run(
             except (ValueError, RuntimeError, FloatingPointError) as exc:
                 metrics.close()
                 finish(out)
-                kept = "metrics so far" + (", last checkpoint" if ckpt.exists() else "")
+                kept = kept_outputs(out)
                 raise RunFailure(
                     f"training failed at {spec.unit} {agent.num_timesteps} (posterior {spec.posterior!r}, "
-                    f"exploration {spec.exploration!r}): {one_line(exc)} ({kept} in {out})"
+                    f"exploration {spec.exploration!r}): {one_line(exc)}" + (f" (kept: {kept})" if kept else "")
                 ) from exc
             interrupted = interrupted or stop.requested
             agent.save(ckpt, include_replay=True)
