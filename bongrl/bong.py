@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -116,7 +116,9 @@ class BONG:
         device: "auto" (CUDA when present), "cpu", "cuda", or a ``torch.device``.
         dtype: torch.float32 (default) or torch.float64.
         weight_decay: L2 coefficient λ, mapped to a Gaussian prior of precision λ (prior variance 1/λ).
-        family_options: extra constructor options for the family plugin.
+        shared_options: settings offered to whichever family is chosen; each takes those its constructor names
+            (an agent's ``mean_update`` reaches ``diag`` only). ``rank`` is offered the same way.
+        family_options: constructor options for the family plugin; one it does not take is an error.
 
     The public surface (docs/design.md §2, §3) is what agents and :mod:`bongrl.distributed` use: the updates
     (:meth:`update`, :meth:`increment` / :meth:`apply_increment`, :meth:`predict_step`), the network at any
@@ -142,6 +144,7 @@ class BONG:
         device: str | torch.device = "auto",
         dtype: torch.dtype = torch.float32,
         weight_decay: float | None = None,
+        shared_options: Mapping[str, Any] | None = None,
         **family_options: Any,
     ) -> None:
         if method not in METHODS:
@@ -159,9 +162,10 @@ class BONG:
         self.flat = FlatParams(self.model, params)
         self._fast = compile_mlp(self.model, self.flat.names, self.flat.shapes, self.flat.numels)
         self.family_name = family
-        # param_shapes: θ's layout [(name, shape), ...] for structured families (kfac); dropped by the others
-        options = {"rank": rank, "param_shapes": list(zip(self.flat.names, self.flat.shapes)), **family_options}
-        self.family: PosteriorFamily = registry.create_posterior(family, **options)
+        # offered to every family, taken where its constructor names them: rank (dlr), param_shapes (θ's
+        # layout [(name, shape), ...], for structured families such as kfac), the caller's shared_options
+        shared = {"rank": rank, "param_shapes": list(zip(self.flat.names, self.flat.shapes)), **(shared_options or {})}
+        self.family: PosteriorFamily = registry.create_posterior(family, shared, **family_options)
         self.family.check_method(method)  # e.g. diag's mean_update="gain" (the VD-EKF gain) is LIN-only
 
         P = self.flat.num_params

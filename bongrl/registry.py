@@ -1,18 +1,20 @@
 """Plugin registry: agents, posterior families and exploration rules found through Python entry points.
 
-Groups: ``bongrl.agents``, ``bongrl.posteriors`` and ``bongrl.exploration``. Built-in plugins are registered through the
-same entry
-points (in ``pyproject.toml``), so there is one code path. Plugins load lazily, on first request.
+Groups: ``bongrl.agents``, ``bongrl.posteriors`` and ``bongrl.exploration``. Built-in plugins are registered through
+the same entry points (in ``pyproject.toml``), so there is one code path. Plugins load lazily, on first request.
 
 * An unknown name raises :class:`UnknownPluginError` listing the known names.
 * A plugin that fails to import (or does not provide the right kind of object) raises :class:`PluginError` naming
   the plugin, its distribution and the cause — only when it is requested; :func:`list_plugins` reports it as broken.
 * Two distributions registering the same name is an error (:class:`DuplicatePluginError`), not a silent override.
+* An option a plugin's constructor does not take is an error listing the ones it does (:func:`create`); settings
+  an agent offers to whichever plugin is chosen go in ``shared`` and are taken only where the constructor names them.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -27,6 +29,8 @@ __all__ = [
     "list_plugins",
     "load",
     "create",
+    "check_options",
+    "option_names",
     "create_posterior",
     "create_exploration",
     "load_agent",
@@ -157,22 +161,42 @@ def load(group: str, name: str) -> type:
     return obj
 
 
-def create(group: str, name: str, **options: Any) -> Any:
-    """Instantiate plugin ``name`` with the options its constructor accepts.
-
-    Options the constructor does not take are dropped unless ``strict`` semantics are needed by the caller;
-    this lets agents pass e.g. ``rank`` to every family while only ``dlr`` uses it.
-    """
-    cls = load(group, name)
+def option_names(cls: type) -> set[str] | None:
+    """The keyword options ``cls``'s constructor takes (None: it takes any, through ``**kwargs``)."""
     params = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        accepted = options
-    else:
-        accepted = {k: v for k, v in options.items() if k in params}
+        return None
+    return {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_options(group: str, name: str, options: Mapping[str, Any]) -> type:
+    """Raise :class:`PluginError` if plugin ``name`` does not take every key of ``options`` (the message lists the
+    options it does take); returns the plugin class."""
+    group = _group(group)
+    cls = load(group, name)
+    valid = option_names(cls)
+    unknown = sorted(set(options) - valid) if valid is not None else []
+    if unknown:
+        listed = ", ".join(sorted(valid)) if valid else "none"
+        raise PluginError(f"{KINDS[group]} {name!r} has no option(s) {', '.join(unknown)}; valid: {listed}")
+    return cls
+
+
+def create(group: str, name: str, shared: Mapping[str, Any] | None = None, **options: Any) -> Any:
+    """Instantiate plugin ``name`` with ``options``; an option its constructor does not take is an error
+    (:class:`PluginError` listing the valid ones).
+
+    ``shared`` are settings offered to every plugin of the group (an agent's ``rank`` or ``every``, say): each
+    plugin takes the ones its constructor names and ignores the rest. ``options`` override them.
+    """
+    cls = check_options(group, name, options)
+    valid = option_names(cls)
+    offered = {k: v for k, v in (shared or {}).items() if valid is None or k in valid}
+    accepted = {**offered, **options}
     try:
         return cls(**accepted)
     except (TypeError, ValueError) as exc:
-        raise PluginError(f"plugin {name!r} rejected its options {accepted}: {exc}") from exc
+        raise PluginError(f"{KINDS[_group(group)]} {name!r} rejected its options {accepted}: {exc}") from exc
 
 
 def load_agent(name: str) -> type:
@@ -180,14 +204,14 @@ def load_agent(name: str) -> type:
     return load(AGENTS, name)
 
 
-def create_posterior(name: str, **options: Any) -> Any:
+def create_posterior(name: str, shared: Mapping[str, Any] | None = None, **options: Any) -> Any:
     """A posterior family instance by registered name (e.g. ``create_posterior("dlr", rank=10)``)."""
-    return create(POSTERIORS, name, **options)
+    return create(POSTERIORS, name, shared, **options)
 
 
-def create_exploration(name: str, **options: Any) -> Any:
+def create_exploration(name: str, shared: Mapping[str, Any] | None = None, **options: Any) -> Any:
     """An exploration rule instance by registered name (e.g. ``create_exploration("thompson", every=1)``)."""
-    return create(EXPLORATION, name, **options)
+    return create(EXPLORATION, name, shared, **options)
 
 
 def list_plugins(load_plugins: bool = True) -> list[PluginInfo]:

@@ -26,7 +26,7 @@ P = 17
 
 
 def _family(**kw) -> KroneckerFactored:
-    return registry.create_posterior("kfac", param_shapes=SHAPES, rank=3, **kw)
+    return registry.create_posterior("kfac", param_shapes=SHAPES, **kw)
 
 
 def _kron_columns(gen, K: int, dtype=F64) -> torch.Tensor:

@@ -29,9 +29,10 @@ VARIANTS = [*FAMILIES, "diag:ng"]  # plain "diag" is mean_update="auto" (the gai
 
 def _family(name: str, rank: int = 3) -> PosteriorFamily:
     name, _, mean_update = name.partition(":")
+    shared = {"rank": rank}  # offered to every family, as BONG does; taken by those that name it
     if mean_update:
-        return registry.create_posterior(name, rank=rank, mean_update=mean_update)
-    return registry.create_posterior(name, rank=rank)
+        return registry.create_posterior(name, shared, mean_update=mean_update)
+    return registry.create_posterior(name, shared)
 
 
 def _kfac_with_layout(P: int) -> KroneckerFactored:

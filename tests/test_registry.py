@@ -145,10 +145,15 @@ def test_builtin_posterior_loads(name: str) -> None:
     cls = registry.load("posterior", name)
     assert inspect.isclass(cls) and issubclass(cls, PosteriorFamily) and not inspect.isabstract(cls)
     assert cls.name == name
-    family = registry.create_posterior(
-        name, rank=2, unused_option=1
-    )  # options a family doesn't take are dropped
+    family = registry.create_posterior(name, {"rank": 2, "unused_option": 1})  # shared: taken where named
     assert isinstance(family, cls)
+    if name == "dlr":
+        assert family.rank == 2
+    valid = registry.option_names(cls)
+    with pytest.raises(registry.PluginError) as info:  # an explicit option the family does not take
+        registry.create_posterior(name, unused_option=1)
+    msg = str(info.value)
+    assert "unused_option" in msg and f"valid: {', '.join(sorted(valid)) or 'none'}" in msg
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_EXPLORATION))
@@ -354,7 +359,9 @@ class StubValueModel:
 def test_boltzmann_acts_on_a_value_model(example_plugin: Path) -> None:
     model = StubValueModel([1.0, 0.0, -1.0])
     assert isinstance(model, ValueModel)
-    rule = registry.create_exploration("boltzmann", temperature=0.5, every=3)  # foreign options are dropped
+    rule = registry.create_exploration("boltzmann", {"every": 3}, temperature=0.5)  # shared: dropped unless named
+    with pytest.raises(registry.PluginError, match=r"no option\(s\) every; valid: temperature"):
+        registry.create_exploration("boltzmann", temperature=0.5, every=3)
     assert isinstance(rule, ExplorationRule) and type(rule).__name__ == "Boltzmann"
     assert rule.temperature == 0.5 and not rule.deterministic
     B = 20_000
