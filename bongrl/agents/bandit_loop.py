@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["BanditPlayer", "RoundsPlayed", "play_rounds"]
+__all__ = ["BanditPlayer", "RoundsPlayed", "VecBanditView", "play_rounds"]
 
 
 class BanditPlayer(Protocol):
@@ -28,6 +28,47 @@ class BanditPlayer(Protocol):
     def act(self, context: Any) -> int: ...
 
     def update(self, context: Any, arm: int, reward: float) -> None: ...
+
+
+class VecBanditView:
+    """A one-env vector env (an SB3 ``VecEnv`` — ``DummyVecEnv``, ``SubprocVecEnv``, ``VecNormalize``, ... — or a
+    gymnasium vector env with same-step autoreset) seen as the single bandit env :func:`play_rounds` plays.
+
+    Every step of a bandit env ends its episode, so the vector env resets it inside ``step`` and returns the next
+    round's context: :meth:`reset` hands that context out (a seeded reset resets the vector env itself).
+    """
+
+    def __init__(self, venv: Any) -> None:
+        from bongrl.envs.sb3_vec import as_vector_env, is_sb3_vec_env
+
+        if venv.num_envs != 1:
+            raise ValueError(f"a bandit agent plays one env at a time; got a vector env of {venv.num_envs}")
+        self.venv = venv
+        self._vec = as_vector_env(venv) if is_sb3_vec_env(venv) else venv
+        self.observation_space = self._vec.single_observation_space
+        self.action_space = self._vec.single_action_space
+        self.spec = None
+        self._next: Any = None
+
+    def reset(self, seed: int | None = None, options: Any = None) -> tuple[Any, dict[str, Any]]:
+        if seed is not None or self._next is None:
+            obs, _ = self._vec.reset(seed=seed)
+            self._next = obs[0]
+        obs, self._next = self._next, None
+        return obs, {}
+
+    def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        import numpy as np
+
+        obs, rew, term, trunc, info = self._vec.step(np.array([action]))
+        self._next = obs[0]
+        final = info.get("final_info") or {}
+        regret = final.get("regret", info.get("regret"))
+        out = {} if regret is None else {"regret": float(np.asarray(regret)[0])}
+        return obs[0], float(rew[0]), bool(term[0]), bool(trunc[0]), out
+
+    def close(self) -> None:
+        self._vec.close()
 
 
 @dataclass
@@ -82,7 +123,8 @@ def play_rounds(
         on_round: called after every round with the event dict ``{"round", "arm", "reward", "regret",
             "cumulative_regret", "wall"}`` (``round`` counts from ``rounds_done + 1``; ``wall`` is seconds since
             the call started). Returning ``False`` stops the loop after that round.
-        progress_bar: show a tqdm bar with the running regret.
+        progress_bar: show progress with the running regret (a tqdm bar on a terminal, else a few plain lines:
+            :func:`bongrl.progress.progress`).
         skip_failed_updates: count an update that raises ``ValueError`` (e.g. a BONG step with a non-finite result,
             which leaves the posterior unchanged) in ``failed_updates`` and go on; by default it propagates.
 
@@ -100,9 +142,9 @@ def play_rounds(
         raise ValueError(f"env has {int(env_arms)} arms, the agent {int(n_arms)}")
     bar = None
     if progress_bar:
-        from tqdm.auto import tqdm
+        from bongrl.progress import progress
 
-        bar = tqdm(total=rounds, unit="round", dynamic_ncols=True)
+        bar = progress(rounds, "round")
     cum = float(cumulative_regret)
     failed = played = 0
     act_s = update_s = 0.0

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from bongrl import registry
+from bongrl.agents.sb3_compat import SB3Conventions
 from bongrl.agents.spaces import as_real_array
 from bongrl.bong import BONG
 from bongrl.device import resolve_device
@@ -102,10 +103,11 @@ def _check_type(owner: str, name: str, value: Any, default: Any) -> None:
             raise bad("a list of integers")
 
 
-class PosteriorValueAgent:
+class PosteriorValueAgent(SB3Conventions):
     """A BONG posterior over a value network (observation → one value per action) plus an exploration rule.
 
-    Implements the :class:`~bongrl.exploration.base.ValueModel` protocol for the rule.
+    Implements the :class:`~bongrl.exploration.base.ValueModel` protocol for the rule, and SB3's logging
+    conventions (:class:`~bongrl.agents.sb3_compat.SB3Conventions`).
     """
 
     num_actions: int
@@ -123,21 +125,49 @@ class PosteriorValueAgent:
         num_actions: int,
         posterior: str,
         exploration: str,
-        exploration_options: dict[str, Any],
         seed: int,
         device: str | torch.device,
         dtype: torch.dtype,
+        *,
+        exploration_shared: dict[str, Any],
+        exploration_options: dict[str, Any] | None,
+        posterior_shared: dict[str, Any],
+        posterior_options: dict[str, Any] | None,
         **bong_kwargs: Any,
     ) -> None:
+        """The estimator and the rule. ``*_shared`` are the config's settings offered to whichever plugin is
+        chosen (each takes the ones it names); ``*_options`` are the caller's options for that plugin, where an
+        option it does not take is an error (:func:`bongrl.registry.create`)."""
         self.device = resolve_device(device)
         self.dtype = dtype
         self.num_actions = num_actions
         self.posterior_name = posterior
         self.exploration_name = exploration
-        self.est = BONG(net, family=posterior, seed=seed, device=self.device, dtype=dtype, **bong_kwargs)
-        self.rule = registry.create_exploration(exploration, **exploration_options)
+        #: the caller's plugin options (saved in checkpoints; ``exploration_options=`` / ``--set exploration.k=v``)
+        self.exploration_options = dict(exploration_options or {})
+        self.posterior_options = dict(posterior_options or {})
+        self._exploration_shared = dict(exploration_shared)
+        self.rule = self.make_rule()  # before the estimator: a bad option fails before any heavy work
+        registry.check_options(registry.POSTERIORS, posterior, self.posterior_options)
+        family_options = dict(self.posterior_options)
+        for key in set(family_options) & set(bong_kwargs):  # e.g. rank: BONG's own offer to the family
+            bong_kwargs[key] = family_options.pop(key)
+        self.est = BONG(net, family=posterior, seed=seed, device=self.device, dtype=dtype,
+                        shared_options=posterior_shared, **family_options, **bong_kwargs)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(int(seed) + 1)
+
+    def make_rule(self) -> ExplorationRule:
+        """A fresh instance of the agent's exploration rule with its options (e.g. for stochastic ``predict``)."""
+        return registry.create_exploration(self.exploration_name, self._exploration_shared, **self.exploration_options)
+
+    def _train_scalars(self) -> dict[str, float]:
+        """``posterior/*``: the health numbers of :meth:`bongrl.bong.BONG.health_report` (``finite``, ``health``
+        > 0 iff positive definite, ``min_marginal_variance``) and the failed posterior draws."""
+        report = self.est.health_report()
+        return {"posterior/finite": report["finite"], "posterior/health": report["health"],
+                "posterior/min_marginal_variance": report["marginal_variance"],
+                "posterior/failed_samples": float(self.failed_samples)}
 
     # ------------------------------------------------------------------ ValueModel
     def q_values(self, obs: Tensor, theta: Tensor | None = None) -> Tensor:

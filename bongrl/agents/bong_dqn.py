@@ -36,9 +36,11 @@ from bongrl.agents.networks import build_q_network
 from bongrl.agents.normalize import WarmupScale, reward_scale
 from bongrl.agents.protocol import Agent
 from bongrl.agents.rto import RTOSampler, Transitions
+from bongrl.agents.sb3_compat import checkpoint_file, sb3_infos
 from bongrl.agents.spaces import EncodedObservations, ObsEncoder
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bongrl.envs.recorder import EpisodeRecorder
+from bongrl.envs.sb3_vec import as_vector_env, is_sb3_vec_env
 from bongrl.envs.wrappers import episode_success
 from bongrl.posteriors.base import NumericalError
 
@@ -227,18 +229,25 @@ class BongDQNConfig(ExplorationSettings):
 
 
 
-def _make_vec_env(env: Any, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, str | None]:
-    """A same-step-autoreset vector env from an id, a single env or a vector env."""
+def _make_vec_env(
+    env: Any, num_envs: int, seed: int, env_kwargs: dict[str, Any] | None = None
+) -> tuple[gym.vector.VectorEnv, str | None]:
+    """A same-step-autoreset vector env from an id (made with ``env_kwargs``), a single env, a gymnasium vector env
+    or a stable-baselines3 ``VecEnv`` (:mod:`bongrl.envs.sb3_vec`)."""
     import bongrl.envs  # noqa: F401  (registers bongrl/* ids)
 
     same_step = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+    if env_kwargs and not isinstance(env, str):
+        raise ValueError("env_kwargs only apply to an env given by id")
     if isinstance(env, str):
         if env not in gym.registry:
             raise ValueError(f"unknown environment id {env!r}")
-        vec = gym.make_vec(
-            env, num_envs=num_envs, vectorization_mode="sync", vector_kwargs=same_step, wrappers=[EpisodeRecorder]
-        )
+        vec = gym.make_vec(env, num_envs=num_envs, vectorization_mode="sync", vector_kwargs=same_step,
+                           wrappers=[EpisodeRecorder], **(env_kwargs or {}))
         return vec, env
+    if is_sb3_vec_env(env):
+        ids = [getattr(spec, "id", None) for spec in env.get_attr("spec", [0])] if env.num_envs else [None]
+        return as_vector_env(env), ids[0]
     if isinstance(env, gym.vector.VectorEnv):
         mode = env.metadata.get("autoreset_mode")
         if mode is not None and mode != gym.vector.AutoresetMode.SAME_STEP:
@@ -251,7 +260,8 @@ def _make_vec_env(env: Any, num_envs: int, seed: int) -> tuple[gym.vector.Vector
         spec = env.spec
         vec = gym.vector.SyncVectorEnv([lambda: EpisodeRecorder(env)], **same_step)
         return vec, (spec.id if spec is not None else None)
-    raise ValueError(f"env must be a gymnasium env id, Env or VectorEnv, got {type(env).__name__}")
+    raise ValueError(f"env must be a gymnasium env id, Env or VectorEnv, or a stable-baselines3 VecEnv, got "
+                     f"{type(env).__name__}")
 
 
 def _bounds_affine(space: gym.spaces.Box) -> tuple[Tensor, Tensor, np.ndarray]:
@@ -287,13 +297,10 @@ class BongDQN(PosteriorValueAgent, Agent):
     @classmethod
     def from_spec(cls, spec: Any) -> BongDQN:
         """A fresh agent for a :class:`~bongrl.runner.spec.RunSpec` (its env made with the spec's env kwargs)."""
-        env: Any = spec.env
-        if spec.env_kwargs:
-            num_envs = int(spec.hyperparameters.get("num_envs", 1))
-            env = gym.make_vec(spec.env, num_envs=num_envs, vectorization_mode="sync",
-                               vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **spec.env_kwargs)
-        return cls(env, posterior=spec.posterior, exploration=spec.exploration, seed=spec.seed, device=spec.device,
-                   **spec.hyperparameters)
+        return cls(spec.env, posterior=spec.posterior, exploration=spec.exploration, seed=spec.seed,
+                   device=spec.device, env_kwargs=spec.env_kwargs or None,
+                   exploration_options=spec.exploration_options or None,
+                   posterior_options=spec.posterior_options or None, **spec.hyperparameters)
 
     def __init__(
         self,
@@ -303,12 +310,20 @@ class BongDQN(PosteriorValueAgent, Agent):
         seed: int = 0,
         device: str | torch.device = "auto",
         exploration_options: dict[str, Any] | None = None,
+        posterior_options: dict[str, Any] | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        tensorboard_log: str | Path | None = None,
         **hyperparameters: Any,
     ) -> None:
         self.config = config_from_kwargs(BongDQNConfig, hyperparameters, "BongDQN")
         cfg = self.config
+        self._init_sb3(verbose, tensorboard_log)
         self.seed = int(seed)
-        self.env, self.env_id = _make_vec_env(env, cfg.num_envs, self.seed)
+        #: keyword arguments of ``gym.make`` for an env given by id (saved in checkpoints; rl-zoo's env_kwargs)
+        self.env_kwargs = dict(env_kwargs or {})
+        self._user_env = env
+        self.env, self.env_id = _make_vec_env(env, cfg.num_envs, self.seed, self.env_kwargs)
         self.num_envs = self.env.num_envs
         obs_space, act_space = self.env.single_observation_space, self.env.single_action_space
         if not isinstance(act_space, gym.spaces.Discrete):
@@ -323,12 +338,12 @@ class BongDQN(PosteriorValueAgent, Agent):
         self.train_body = self._resolve_train_body(head_only)
         torch.manual_seed(self.seed)
         net = self._make_net(self.obs_encoder, cfg.hidden, int(act_space.n))
-        options = {**cfg.exploration_options(), **(exploration_options or {})}
-        self._exploration_options = dict(exploration_options or {})
         self._build(
-            net, int(act_space.n), posterior, exploration, options, self.seed, device, DTYPES[cfg.dtype],
+            net, int(act_space.n), posterior, exploration, self.seed, device, DTYPES[cfg.dtype],
+            exploration_shared=cfg.exploration_options(), exploration_options=exploration_options,
+            posterior_shared={"mean_update": cfg.mean_update}, posterior_options=posterior_options,
             likelihood="gaussian", obs_std=cfg.obs_std, prior_std=cfg.prior_std, method=cfg.method,
-            rank=cfg.rank, num_samples=cfg.num_samples, mean_update=cfg.mean_update,
+            rank=cfg.rank, num_samples=cfg.num_samples,
             params=["head.weight", "head.bias"] if head_only else None,
         )
         posterior_names = set(self.est.flat.names)
@@ -350,6 +365,8 @@ class BongDQN(PosteriorValueAgent, Agent):
         #: updates rejected because they would have made the posterior non-finite (the last good one is kept)
         self.rejected_updates = 0
         self._rejected_in_a_row = 0
+        #: BONG updates applied (online and replay), SB3's ``train/n_updates``
+        self.n_updates = 0
         self.linearized_samples = cfg.linearized_samples
         self.target_theta = self.est.mean.clone()
         #: Polyak average of the posterior mean for deterministic predictions (``polyak_eval`` > 0), else None
@@ -431,6 +448,41 @@ class BongDQN(PosteriorValueAgent, Agent):
         """The MLP or CNN Q-network for the encoder's space (:func:`bongrl.agents.networks.build_q_network`)."""
         return build_q_network(encoder, hidden, n_actions)
 
+    # ------------------------------------------------------------------ SB3 env API and logging
+    def get_env(self) -> Any:
+        """The training env: the SB3 ``VecEnv`` or gymnasium vector env it was given, else the vector env made
+        from the id (SB3's ``get_env``; callbacks read it as ``self.training_env``)."""
+        given = self._user_env
+        return given if given is not None and not isinstance(given, (str, gym.Env)) else self.env
+
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        """Train on ``env`` from now on (an id, a gymnasium env or vector env, or an SB3 ``VecEnv``), as SB3's
+        ``set_env``: its spaces must match the agent's; the number of envs may differ. The episodes in progress are
+        dropped (``force_reset`` is always true: a half-finished episode of another env cannot be continued)."""
+        vec, env_id = _make_vec_env(env, getattr(env, "num_envs", 1), self.seed)
+        encoder = ObsEncoder(vec.single_observation_space)
+        act = vec.single_action_space
+        same_obs = (encoder.raw_shape, encoder.shape) == (self.obs_encoder.raw_shape, self.obs_encoder.shape)
+        if not same_obs or not isinstance(act, gym.spaces.Discrete) \
+                or int(act.n) != self.num_actions:
+            vec.close()
+            raise ValueError(f"the env's spaces ({vec.single_observation_space}, {act}) do not match the agent's "
+                             f"({self.obs_encoder.space}, Discrete({self.num_actions}))")
+        if encoder.structured:
+            vec = EncodedObservations(vec, encoder)
+        self.env, self.env_id, self._user_env, self.env_kwargs = vec, env_id, env, {}
+        self.num_envs = vec.num_envs
+        self._obs, self._predict_rule = None, None
+        self._ep_return, self._ep_length = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+
+    def _episode_count(self) -> int:
+        return self.num_episodes
+
+    def _train_scalars(self) -> dict[str, float]:
+        """SB3's ``train/n_updates`` and the agent's own training numbers, then ``posterior/*``."""
+        return {"train/n_updates": float(self.n_updates), "train/rejected_updates": float(self.rejected_updates),
+                "train/reward_scale": float(self.reward_scale), **super()._train_scalars()}
+
     # ------------------------------------------------------------------ replay
     def _replay_add(self, obs: Tensor, act: Tensor, rew: Tensor, nxt: Tensor, term: Tensor) -> None:
         cap = self.config.buffer_size
@@ -494,28 +546,38 @@ class BongDQN(PosteriorValueAgent, Agent):
                 ) from exc
         else:
             self._rejected_in_a_row = 0
+            self.n_updates += 1
 
     # ------------------------------------------------------------------ learning
     def learn(
         self,
         total_timesteps: int,
         callback: Any = None,
+        log_interval: int | None = 4,
+        tb_log_name: str = "BongDQN",
+        reset_num_timesteps: bool = True,
         progress_bar: bool = False,
         callback_every: int = 0,
     ) -> BongDQN:
-        """Interact for ``total_timesteps`` env steps (summed over vectorised envs), updating after each step.
+        """Interact for ``total_timesteps`` more env steps (summed over vectorised envs), updating after each step.
 
-        ``callback``: a callback with the stable-baselines3 protocol (:mod:`bongrl.callbacks`; SB3's own
-        ``BaseCallback`` objects too), a list of them, or a plain ``fn(agent, event)`` called after every finished
-        episode with ``kind="episode"``, ``step``, ``episode``, ``return``, ``length``, ``wall`` and — when
-        ``callback_every`` > 0 — every that many env steps with ``kind="step"``, ``step``, ``wall``. A callback
-        returning ``False`` stops training after the current step.
+        The arguments are SB3's ``learn``'s (:mod:`bongrl.agents.sb3_compat`: ``log_interval`` episodes between log
+        dumps, ``tb_log_name`` the TensorBoard run name; the step counter never restarts, ``reset_num_timesteps``
+        only starts a new TensorBoard folder). ``callback``: a callback with the stable-baselines3 protocol —
+        :mod:`bongrl.callbacks`' or SB3's own ``BaseCallback`` objects (``EvalCallback``, ``CheckpointCallback``,
+        ...) — a list of them, or a plain ``fn(agent, event)`` called after every finished episode with
+        ``kind="episode"``, ``step``, ``episode``, ``return``, ``length``, ``wall`` and — when ``callback_every`` > 0
+        — every that many env steps with ``kind="step"``, ``step``, ``wall``. A callback returning ``False`` stops
+        training after the current step.
         """
         from bongrl.callbacks import as_callback
+        from bongrl.progress import progress
 
-        if not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 0:
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, np.integer)) \
+                or total_timesteps < 0:
             raise ValueError(f"total_timesteps must be a non-negative int, got {total_timesteps!r}")
         cb = as_callback(callback, callback_every)
+        self._setup_logging(tb_log_name, reset_num_timesteps, log_interval)
         cfg = self.config
         if self._obs is None:
             # a fresh agent seeds the envs; a loaded one continues with new, still reproducible seeds
@@ -523,11 +585,7 @@ class BongDQN(PosteriorValueAgent, Agent):
             self._obs = np.asarray(obs)
             self.rule.reset(self.num_envs)
             self.rule.on_episode_start(self, list(range(self.num_envs)))
-        bar = None
-        if progress_bar:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=int(total_timesteps), unit="step", dynamic_ncols=True)
+        bar = progress(int(total_timesteps), "step") if progress_bar else None
         start_wall, start_step = time.perf_counter(), self.num_timesteps
         target = self.num_timesteps + int(total_timesteps)
         recent: list[float] = []
@@ -535,7 +593,7 @@ class BongDQN(PosteriorValueAgent, Agent):
         carried: Tensor | None = None  # last step's raw next-observation tensor, when no episode ended (= this obs)
         if cb is not None:
             cb.init_callback(self)
-            cb.on_training_start({"total_timesteps": int(total_timesteps)}, {})
+            cb.on_training_start({"total_timesteps": target}, {})
             cb.on_rollout_start()
         try:
             while self.num_timesteps < target and not stop:
@@ -583,24 +641,32 @@ class BongDQN(PosteriorValueAgent, Agent):
                 if len(ended):
                     self.rule.on_episode_start(self, [int(i) for i in ended])
                 episodes = []  # every counter is updated before any callback sees (or checkpoints) the agent
+                monitor = info.get("episode") if "_episode" in info else None  # SB3 Monitor: raw returns
                 for i in ended:
                     self.num_episodes += 1
-                    recent = (recent + [float(self._ep_return[i])])[-20:]
+                    ret, length = float(self._ep_return[i]), int(self._ep_length[i])
+                    if monitor is not None and info["_episode"][i]:
+                        ret, length = float(monitor["r"][i]), int(monitor["l"][i])
+                    recent = (recent + [ret])[-20:]
                     episodes.append({
                         "kind": "episode",
                         "step": self.num_timesteps,
                         "episode": self.num_episodes,
-                        "return": float(self._ep_return[i]),
-                        "length": int(self._ep_length[i]),
+                        "return": ret,
+                        "length": length,
                         "wall": time.perf_counter() - start_wall,
                         "is_success": episode_success(info, int(i)),  # None: the env reports no success
                     })
                     self._ep_return[i] = 0.0
                     self._ep_length[i] = 0
+                if episodes:
+                    self._log_episodes(episodes)
                 if cb is not None:
                     cb.update_locals({
-                        "new_obs": nxt, "actions": actions, "rewards": rew, "dones": done, "infos": info,
-                        "episodes": episodes, "n_steps": self.num_envs, "wall": time.perf_counter() - start_wall,
+                        "new_obs": nxt, "actions": actions, "rewards": rew, "dones": done,
+                        "infos": sb3_infos(info, self.num_envs, ended, real_next, term, trunc, episodes),
+                        "episodes": episodes,
+                        "n_steps": self.num_envs, "wall": time.perf_counter() - start_wall,
                     })
                     stop = not cb.on_step()
                 if bar is not None:
@@ -742,13 +808,11 @@ class BongDQN(PosteriorValueAgent, Agent):
         return (out[0] if self.obs_encoder.is_single(observation) else out), None
 
     def _stochastic_predict(self, obs: Tensor, episode_start: Any) -> Tensor:
-        from bongrl import registry
 
         B = obs.shape[0]
         rule = self._predict_rule
         if rule is None or getattr(rule, "num_envs", None) != B:
-            options = {**self.config.exploration_options(), **self._exploration_options}
-            rule = registry.create_exploration(self.exploration_name, **options)
+            rule = self.make_rule()
             rule.reset(B)
             rule.on_episode_start(self, list(range(B)))
             self._predict_rule = rule
@@ -782,9 +846,11 @@ class BongDQN(PosteriorValueAgent, Agent):
             "class": "BongDQN",
             "version": __version__,
             "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
             "posterior": self.posterior_name,
             "exploration": self.exploration_name,
-            "exploration_options": self._exploration_options,
+            "exploration_options": self.exploration_options,
+            "posterior_options": self.posterior_options,
             "seed": self.seed,
             "config": dataclasses.asdict(self.config),
             "num_timesteps": self.num_timesteps,
@@ -794,6 +860,7 @@ class BongDQN(PosteriorValueAgent, Agent):
             "replay_pos": self._replay_pos,
             "replay_full": self._replay_full,
             "rejected_updates": self.rejected_updates,
+            "n_updates": self.n_updates,
             "loop": loop,
         }
         return save_checkpoint(path, tensors, meta)
@@ -829,17 +896,22 @@ class BongDQN(PosteriorValueAgent, Agent):
 
     @classmethod
     def load(cls, path: str | Path, env: Any = None, device: str | torch.device = "auto") -> BongDQN:
-        """Rebuild an agent from :meth:`save`'s file. ``env`` defaults to a fresh env of the saved id."""
+        """Rebuild an agent from :meth:`save`'s file or a run directory (its ``checkpoint.safetensors``). ``env``
+        defaults to a fresh env of the saved id, made with the saved ``env_kwargs``."""
+        path = checkpoint_file(path)
         tensors, meta = load_checkpoint(path)
         if meta.get("class") != "BongDQN":
             raise CheckpointError(f"{str(path)!r} holds a {meta.get('class')!r}, not a BongDQN")
+        env_kwargs = None
         if env is None:
             if not meta.get("env_id"):
                 raise ValueError("the checkpoint has no env id: pass env=")
-            env = meta["env_id"]
+            env, env_kwargs = meta["env_id"], meta.get("env_kwargs") or None
         agent = cls(
-            env, posterior=meta["posterior"], exploration=meta["exploration"], seed=meta["seed"], device=device,
-            exploration_options=meta.get("exploration_options") or None, **meta["config"],
+            env, env_kwargs=env_kwargs, posterior=meta["posterior"], exploration=meta["exploration"],
+            seed=meta["seed"], device=device,
+            exploration_options=meta.get("exploration_options") or None,
+            posterior_options=meta.get("posterior_options") or None, **meta["config"],
         )
         if list(agent.obs_shape) != meta["obs_shape"] or agent.num_actions != meta["num_actions"]:
             raise ValueError("the env's spaces do not match the checkpoint's")
@@ -886,6 +958,7 @@ class BongDQN(PosteriorValueAgent, Agent):
         if self._obs_stats is not None and self._obs_stats.count:
             self._apply_obs_stats()
         self.rejected_updates = int(meta.get("rejected_updates", 0))
+        self.n_updates = int(meta.get("n_updates", 0))
         if meta.get("loop") and "obs" in tensors:
             self._restore_loop(tensors, meta["loop"])
 

@@ -10,6 +10,7 @@ Gaussian likelihood the update is exact Bayesian linear regression (conjugate).
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,21 @@ import torch
 from torch import Tensor, nn
 
 from bongrl import __version__
-from bongrl.agents.bandit_loop import play_rounds
+from bongrl.agents.bandit_loop import VecBanditView, play_rounds
 from bongrl.agents.base import DTYPES, ExplorationSettings, PosteriorValueAgent, config_from_kwargs, mlp
 from bongrl.agents.protocol import Agent
+from bongrl.agents.sb3_compat import checkpoint_file
 from bongrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["ThompsonBandit", "ThompsonBanditConfig", "ArmMeans"]
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class ArmMeans(nn.Module):
@@ -122,7 +132,9 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         env = spec.make_env()
         shape = env.observation_space.shape or (0,)
         agent = cls(int(env.action_space.n), int(shape[0]) if shape else 0, posterior=spec.posterior,
-                    exploration=spec.exploration, seed=spec.seed, device=spec.device, **spec.hyperparameters)
+                    exploration=spec.exploration, seed=spec.seed, device=spec.device,
+                    exploration_options=spec.exploration_options or None,
+                    posterior_options=spec.posterior_options or None, **spec.hyperparameters)
         agent.set_env(env)
         return agent
 
@@ -132,17 +144,26 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         return self.num_rounds
 
     def get_env(self) -> Any:
-        """The env :meth:`learn` plays on by default (None until one is set)."""
-        return self._env
+        """The env :meth:`learn` plays on by default, as it was given (None until one is set). SB3 callbacks that
+        read ``training_env.num_envs`` (e.g. ``StopTrainingOnMaxEpisodes``) need a one-env ``VecEnv`` here, as
+        SB3's algorithms always hold one: ``set_env(make_vec_env(env_id, n_envs=1))``."""
+        return self._given_env if self._env is not None else None
 
     def set_env(self, env: Any) -> None:
-        """Play on ``env`` (a bandit env or its id) from now on; its arm count must match the agent's."""
+        """Play on ``env`` from now on: a bandit env, its id, or a one-env vector env (an SB3 ``VecEnv`` such as
+        ``DummyVecEnv`` / ``SubprocVecEnv`` / ``VecNormalize``, or a gymnasium vector env; :class:`VecBanditView`).
+        Its arm count must match the agent's. :meth:`get_env` returns what was given."""
         if isinstance(env, str):
             import bongrl.envs  # noqa: F401
 
             if env not in gym.registry:
                 raise ValueError(f"unknown environment id {env!r}")
             env = gym.make(env)
+        from bongrl.envs.sb3_vec import is_sb3_vec_env
+
+        self._given_env = env
+        if is_sb3_vec_env(env) or isinstance(env, gym.vector.VectorEnv):
+            env = VecBanditView(env)
         if env.action_space.n != self.n_arms:
             raise ValueError(f"env has {env.action_space.n} arms, the agent {self.n_arms}")
         self._env = env
@@ -156,6 +177,10 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         exploration: str = "thompson",
         seed: int = 0,
         device: str | torch.device = "auto",
+        exploration_options: dict[str, Any] | None = None,
+        posterior_options: dict[str, Any] | None = None,
+        verbose: int = 0,
+        tensorboard_log: str | Path | None = None,
         **hyperparameters: Any,
     ) -> None:
         if not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
@@ -164,6 +189,7 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
             raise ValueError(f"context_dim must be a non-negative int, got {context_dim!r}")
         self.config = config_from_kwargs(ThompsonBanditConfig, hyperparameters, "ThompsonBandit")
         cfg = self.config
+        self._init_sb3(verbose, tensorboard_log)
         self.seed = int(seed)
         self.n_arms, self.context_dim = int(n_arms), int(context_dim)
         self.model_kind = model if isinstance(model, str) or model is None else "custom"
@@ -180,16 +206,18 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         if cfg.prior_mean == "zero":
             prior_mean = torch.zeros(sum(p.numel() for p in net.parameters()))
         self._build(
-            net, self.n_arms, posterior, exploration, cfg.exploration_options(), self.seed, device,
-            DTYPES[cfg.dtype], likelihood=cfg.likelihood, obs_std=cfg.obs_std, prior_std=cfg.prior_std,
+            net, self.n_arms, posterior, exploration, self.seed, device, DTYPES[cfg.dtype],
+            exploration_shared=cfg.exploration_options(), exploration_options=exploration_options,
+            posterior_shared={"mean_update": cfg.mean_update}, posterior_options=posterior_options,
+            likelihood=cfg.likelihood, obs_std=cfg.obs_std, prior_std=cfg.prior_std,
             prior_mean=prior_mean, method=cfg.method, rank=cfg.rank, num_samples=cfg.num_samples,
-            mean_update=cfg.mean_update,
         )
         self.obs_shape = (self.context_dim,)
         self.rule.reset(1)
         self.num_rounds = 0
         self.cumulative_regret = 0.0  # over every learn() call, saved in checkpoints
-        self._env: Any = None  # the env of the last learn() call
+        self._env: Any = None  # the env of the last learn() call (a vector env seen as one bandit env)
+        self._given_env: Any = None  # that env as the user gave it (get_env)
         self._pending_env_rng: dict[str, Any] | None = None  # its saved random stream, restored by learn()
         self._predict_rule = None
 
@@ -230,15 +258,19 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         self,
         total_rounds: int,
         callback: Any = None,
+        log_interval: int | None = 100,
+        tb_log_name: str = "ThompsonBandit",
+        reset_num_timesteps: bool = True,
         progress_bar: bool = False,
-        env: gym.Env | str | None = None,
+        env: Any = None,
         seed: int | None = None,
     ) -> ThompsonBandit:
         """Play ``total_rounds`` rounds (one round per episode) on ``env`` (default: the env set by
         :meth:`set_env` / the run layer; ``env`` given here is set with :meth:`set_env`).
 
-        ``callback``: a callback with the stable-baselines3 protocol (:mod:`bongrl.callbacks`), a list of them,
-        or a plain ``fn(agent, event)``; the event (``locals["episodes"]`` for protocol callbacks) has ``round``,
+        SB3's ``learn`` arguments (:mod:`bongrl.agents.sb3_compat`; ``log_interval`` counts rounds). ``callback``:
+        a callback with the stable-baselines3 protocol (:mod:`bongrl.callbacks`' or SB3's own), a list of them, or
+        a plain ``fn(agent, event)``; the event (``locals["episodes"]`` for protocol callbacks) has ``round``,
         ``arm``, ``reward``, ``regret``, ``cumulative_regret`` and ``wall``. Returning ``False`` stops."""
         from bongrl.callbacks import as_callback
 
@@ -251,6 +283,7 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
                 or total_rounds < 0:
             raise ValueError(f"total_rounds must be a non-negative int, got {total_rounds!r}")
         cb = as_callback(callback)
+        self._setup_logging(tb_log_name, reset_num_timesteps, log_interval)
         seed_now: int | None = self.seed if seed is None else seed
         if self._pending_env_rng is not None:  # loaded from a checkpoint: continue the env's random stream
             env.unwrapped.np_random.bit_generator.state = self._pending_env_rng
@@ -259,22 +292,39 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
 
         def on_round(event: dict[str, Any]) -> bool:
             self.cumulative_regret = event["cumulative_regret"]  # before the callbacks: a checkpoint there is exact
+            self._log_episodes([event])
             if cb is None:
                 return True
-            cb.update_locals({"actions": event["arm"], "rewards": event["reward"], "dones": True,
-                              "episodes": [event], "n_steps": 1, "wall": event["wall"]})
+            info = {"regret": event["regret"], "TimeLimit.truncated": False,
+                    "episode": {"r": event["reward"], "l": 1, "t": round(event["wall"], 6)}}
+            cb.update_locals({"actions": np.array([event["arm"]]), "rewards": np.array([event["reward"]]),
+                              "dones": np.array([True]), "infos": [info], "episodes": [event], "n_steps": 1,
+                              "wall": event["wall"]})
             return bool(cb.on_step())
 
         if cb is not None:
             cb.init_callback(self)
-            cb.on_training_start({"total_timesteps": int(total_rounds)}, {})
+            cb.on_training_start({"total_timesteps": self.num_rounds + int(total_rounds)}, {})
+            cb.on_rollout_start()
         try:
             play_rounds(self, env, int(total_rounds), seed=seed_now, rounds_done=self.num_rounds,
                         cumulative_regret=self.cumulative_regret, on_round=on_round, progress_bar=progress_bar)
         finally:
             if cb is not None:
+                cb.on_rollout_end()
                 cb.on_training_end()
         return self
+
+    def _episode_info(self, event: dict[str, Any]) -> dict[str, float]:
+        return {"r": float(event["reward"]), "l": 1.0}
+
+    def _episode_count(self) -> int:
+        return self.num_rounds
+
+    def _train_scalars(self) -> dict[str, float]:
+        """``rollout/cumulative_regret``, ``train/n_updates`` (rounds conditioned on), then ``posterior/*``."""
+        return {"rollout/cumulative_regret": float(self.cumulative_regret), "train/n_updates": float(self.num_rounds),
+                **super()._train_scalars()}
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
                 deterministic: bool = False) -> tuple[np.ndarray, None]:
@@ -290,9 +340,7 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         if deterministic:
             act = self.q_values(obs).argmax(-1)
         else:
-            from bongrl import registry
-
-            rule = registry.create_exploration(self.exploration_name, **self.config.exploration_options())
+            rule = self.make_rule()
             rule.reset(obs.shape[0])
             rule.on_episode_start(self, list(range(obs.shape[0])))
             act = rule.act(self, obs, self.generator)
@@ -310,9 +358,13 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         tensors["agent_rng"] = self.generator.get_state()
         meta = {"class": "ThompsonBandit", "version": __version__, "n_arms": self.n_arms,
                 "context_dim": self.context_dim, "model": self.model_kind, "posterior": self.posterior_name,
-                "exploration": self.exploration_name, "seed": self.seed,
+                "exploration": self.exploration_name, "exploration_options": self.exploration_options,
+                "posterior_options": self.posterior_options, "seed": self.seed,
                 "config": dataclasses.asdict(self.config), "num_rounds": self.num_rounds,
                 "cumulative_regret": self.cumulative_regret}
+        spec = getattr(self._env, "spec", None)
+        if spec is not None and _json_safe(spec.kwargs):  # load() recreates the env from its id and kwargs
+            meta["env_id"], meta["env_kwargs"] = spec.id, dict(spec.kwargs or {})
         rng = getattr(getattr(self._env, "unwrapped", None), "_np_random", None)
         if rng is not None:  # the env's random stream after the last round (JSON: bit-generator state)
             meta["env_rng"] = rng.bit_generator.state
@@ -322,12 +374,17 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
 
     @classmethod
     def load(cls, path: str | Path, env: Any = None, device: str | torch.device = "auto") -> ThompsonBandit:
+        """Rebuild an agent from :meth:`save`'s file or a run directory (its ``checkpoint.safetensors``); ``env``
+        (a bandit env or id) is set with :meth:`set_env`."""
+        path = checkpoint_file(path)
         tensors, meta = load_checkpoint(path)
         if meta.get("class") != "ThompsonBandit":
             raise CheckpointError(f"{str(path)!r} holds a {meta.get('class')!r}, not a ThompsonBandit")
         try:
             agent = cls(meta["n_arms"], meta["context_dim"], model=meta["model"], posterior=meta["posterior"],
-                        exploration=meta["exploration"], seed=meta["seed"], device=device, **meta["config"])
+                        exploration=meta["exploration"], seed=meta["seed"], device=device,
+                        exploration_options=meta.get("exploration_options") or None,
+                        posterior_options=meta.get("posterior_options") or None, **meta["config"])
             net = {k[4:]: v.to(agent.device, agent.dtype) for k, v in tensors.items() if k.startswith("net.")}
             agent.est.model.load_state_dict(net)
             agent.est.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("bong.")})
@@ -339,4 +396,10 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
             if isinstance(exc, CheckpointError):
                 raise
             raise CheckpointError(f"{str(path)!r} holds an inconsistent ThompsonBandit checkpoint: {exc}") from exc
+        if env is None and meta.get("env_id"):
+            env = gym.make(meta["env_id"], **(meta.get("env_kwargs") or {}))
+        if env is not None:
+            pending = agent._pending_env_rng
+            agent.set_env(env)
+            agent._pending_env_rng = pending  # learn() continues the saved env's random stream on this env
         return agent

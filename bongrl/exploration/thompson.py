@@ -21,7 +21,7 @@ class Thompson(ExplorationRule):
             raise ValueError(f"every must be 0 (per episode) or a positive number of steps, got {every!r}")
         self.every = every
         self.theta: Tensor | None = None
-        self.steps: Tensor | None = None
+        self.steps: Tensor | None = None  # per-env steps since the last draw; None until reset()
         self.resamples = 0  # total number of θ̃ draws (diagnostics and tests)
 
     @classmethod
@@ -69,6 +69,8 @@ class Thompson(ExplorationRule):
         return model.q_values(obs, self.theta).argmax(-1)
 
     def state_dict(self) -> dict[str, Tensor]:
+        if self.steps is None:  # never reset: nothing drawn yet (an agent saved before it acted)
+            return {}
         sd = {"steps": self.steps.clone(), "resamples": torch.tensor(self.resamples)}
         if self.theta is not None:
             sd["theta"] = self.theta.clone()
