@@ -20,7 +20,7 @@ from typing import Any
 
 from bongrl.errors import UsageError, one_line
 
-__all__ = ["RunSpec", "check_env_id", "parse_overrides", "load_preset"]
+__all__ = ["RunSpec", "check_env_id", "parse_overrides", "load_preset", "split_plugin_options"]
 
 
 def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
@@ -36,6 +36,26 @@ def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = raw
     return out
+
+
+#: ``--set`` key prefixes that address a plugin's own options instead of the agent's hyperparameters
+PLUGIN_PREFIXES = ("exploration", "posterior")
+
+
+def split_plugin_options(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``{"gamma": .., "exploration.temperature": ..}`` → the agent's hyperparameters and each plugin's options
+    (``{"exploration": {"temperature": ..}, "posterior": {}}``)."""
+    flat: dict[str, Any] = {}
+    plugin: dict[str, dict[str, Any]] = {p: {} for p in PLUGIN_PREFIXES}
+    for key, value in overrides.items():
+        prefix, dot, option = key.partition(".")
+        if not dot:
+            flat[key] = value
+        elif prefix in plugin and option:
+            plugin[prefix][option] = value
+        else:
+            raise UsageError(f"--set {key}: a dotted key must be exploration.OPTION or posterior.OPTION")
+    return flat, plugin
 
 
 def check_env_id(env_id: str) -> None:
@@ -101,6 +121,9 @@ class RunSpec:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
     preset_values: dict[str, Any] = field(default_factory=dict)
+    #: options of the exploration rule / posterior family plugin (``--set exploration.temperature=0.5``)
+    exploration_options: dict[str, Any] = field(default_factory=dict)
+    posterior_options: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
@@ -128,12 +151,13 @@ class RunSpec:
         line naming the problem. ``check_env=False`` skips making the env once to check its spaces."""
         check_env_id(env)
         values, preset_name = load_preset(preset, env, defaults_only)
+        flat, plugin = split_plugin_options(overrides or {})
         spec = cls(
             env=env,
             agent=agent or values.get("agent", "bongdqn"),
             posterior=posterior or values.get("posterior", "dlr"),
             exploration=exploration or values.get("exploration", "thompson"),
-            hyperparameters={**dict(values.get("hyperparameters") or {}), **dict(overrides or {})},
+            hyperparameters={**dict(values.get("hyperparameters") or {}), **flat},
             seed=0 if seed is None else seed,
             device=device or "auto",
             steps=int(values.get("steps", 50_000)) if steps is None else steps,
@@ -143,6 +167,8 @@ class RunSpec:
             env_kwargs=dict(env_kwargs or {}),
             preset=preset_name,
             preset_values=values,
+            exploration_options={**dict(values.get("exploration_options") or {}), **plugin["exploration"]},
+            posterior_options={**dict(values.get("posterior_options") or {}), **plugin["posterior"]},
         )
         spec.validate(check_env=check_env)
         return spec
@@ -182,8 +208,16 @@ class RunSpec:
         if not isinstance(self.env_kwargs, dict):
             raise UsageError(f"env kwargs must be a dict, got {self.env_kwargs!r}")
         self.agent_class()  # UnknownPluginError lists the registered agents
-        registry.load(registry.POSTERIORS, self.posterior)
-        registry.load(registry.EXPLORATION, self.exploration)
+        for group, name, options in ((registry.POSTERIORS, self.posterior, self.posterior_options),
+                                     (registry.EXPLORATION, self.exploration, self.exploration_options)):
+            if not isinstance(options, dict):
+                raise UsageError(f"{registry.KINDS[group]} options must be a dict, got {options!r}")
+            try:
+                registry.check_options(group, name, options)
+            except registry.UnknownPluginError:
+                raise
+            except registry.PluginError as exc:
+                raise UsageError(f"--set: {one_line(exc)}") from exc
         self.agent_config()
         try:
             resolve_device(self.device)
