@@ -10,8 +10,10 @@ An agent's ``learn(total, callback=...)`` drives one :class:`BaseCallback` (a li
         if not callback.on_step(): stop           # False stops training after this step
     callback.on_training_end()                    # always, also after an exception or a stop
 
-``self.model`` is the agent, ``self.num_timesteps`` its step (round) counter and ``self.locals`` the step data:
-``new_obs``, ``actions``, ``rewards``, ``dones``, ``infos`` and ``episodes`` — the episodes that ended at this
+``self.model`` is the agent, ``self.num_timesteps`` its step (round) counter, ``self.training_env`` and
+``self.logger`` the agent's env and SB3 logger, and ``self.locals`` the step data: ``new_obs``, ``actions``,
+``rewards``, ``dones``, ``infos`` (SB3's list of per-env dicts, with ``episode`` and ``terminal_observation`` where an
+episode ended) and ``episodes`` — the episodes that ended at this
 step, each ``{"step", "episode", "return", "length", "wall"}`` (bandits: one per round, ``{"round", "arm",
 "reward", "regret", "cumulative_regret", "wall"}``). Because the protocol is SB3's, a callback written for SB3
 that reads only these works here too.
@@ -118,6 +120,16 @@ class BaseCallback:
         pass
 
     # --------------------------------------------------------------- helpers for subclasses
+    @property
+    def training_env(self) -> Any:
+        """The agent's training env (``model.get_env()``), as in SB3."""
+        return self.model.get_env()
+
+    @property
+    def logger(self) -> Any:
+        """The agent's SB3 logger (``self.logger.record(key, value)``), as in SB3."""
+        return self.model.logger
+
     @property
     def episodes(self) -> list[dict[str, Any]]:
         """The episodes (bandit rounds) that ended at this step."""

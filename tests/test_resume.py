@@ -121,8 +121,11 @@ def _episode_rows(run: Path, kind: str) -> list[dict[str, str]]:
         ("CartPole-v1", "episode", ["--set", "hidden=[8]", "--set", "replay_every=2", "--set",
                                     "learning_starts=50", "--eval-every", "0", "--eval-episodes", "1"]),
         ("bongrl/WheelBandit-v0", "round", ["--set", "hidden=[8]"]),
+        # env kwargs travel in the checkpoint: the resumed run remakes (and replays) the same env
+        ("bongrl/DeepSea-v0", "episode", ["--env-kwargs", "size=6", "--set", "hidden=[8]", "--eval-every", "0",
+                                          "--eval-episodes", "1"]),
     ],
-    ids=["bongdqn", "bandit"],
+    ids=["bongdqn", "bandit", "bongdqn-env-kwargs"],
 )
 def test_resume_to_a_larger_total_is_bit_identical(
     env: str, kind: str, extra: list[str], tmp_path: Path

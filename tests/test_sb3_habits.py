@@ -128,10 +128,12 @@ def test_own_callback_type_still_works() -> None:
 
     class Count(OwnBase):
         def _on_step(self) -> bool:
+            assert self.training_env is self.model.get_env() and self.logger is self.model.logger
             return self.num_timesteps < 60
 
     events: list[dict] = []
     _dqn().learn(100, callback=[Count(), lambda agent, ev: events.append(ev)])
+    assert events and all(ev["kind"] == "episode" for ev in events)
     agent = _dqn()
     agent.learn(100, callback=Count())
     assert agent.num_timesteps == 60

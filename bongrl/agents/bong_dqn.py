@@ -586,7 +586,7 @@ class BongDQN(PosteriorValueAgent, Agent):
             self.rule.reset(self.num_envs)
             self.rule.on_episode_start(self, list(range(self.num_envs)))
         bar = progress(int(total_timesteps), "step") if progress_bar else None
-        start_wall, start_step = time.perf_counter(), self.num_timesteps
+        start_wall = time.perf_counter()
         target = self.num_timesteps + int(total_timesteps)
         recent: list[float] = []
         stop = False
@@ -672,8 +672,7 @@ class BongDQN(PosteriorValueAgent, Agent):
                 if bar is not None:
                     bar.update(self.num_envs)
                     if len(ended):
-                        sps = (self.num_timesteps - start_step) / max(1e-9, time.perf_counter() - start_wall)
-                        bar.set_postfix(ep=self.num_episodes, ret=f"{np.mean(recent):.1f}", sps=f"{sps:.0f}")
+                        bar.set_postfix(ep=self.num_episodes, ret=f"{np.mean(recent):.1f}")
         finally:
             if bar is not None:
                 bar.close()
