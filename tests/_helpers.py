@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -58,3 +60,24 @@ def assert_validate_state_rejects_damage(fam, state: dict[str, torch.Tensor]) ->
         if key != "mean":
             with pytest.raises(ValueError):
                 fam.validate_state({k: x for k, x in state.items() if k != key})
+
+
+class NaNRewardEnv(gym.Env):
+    """An env whose every reward is NaN: training fails at its first step (for failure-path tests)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):  # type: ignore[override]
+        return np.zeros(2, np.float32), float("nan"), False, False, {}
+
+
+def register_nan_reward_env(env_id: str) -> str:
+    """Register :class:`NaNRewardEnv` as ``env_id`` (5-step episodes) once; returns the id."""
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=NaNRewardEnv, max_episode_steps=5)
+    return env_id

@@ -11,10 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
-from _helpers import read_csv_rows
+from _helpers import read_csv_rows, register_nan_reward_env
 
 from bongrl import cli, runs
 
@@ -206,22 +205,9 @@ def test_usage_error_subprocess_no_traceback() -> None:
     assert res.stderr.strip().splitlines()[-1].startswith("bongrl: error: ")
 
 
-class _NaNRewardEnv(gym.Env):
-    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
-        super().reset(seed=seed)
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):  # type: ignore[override]
-        return np.zeros(2, np.float32), float("nan"), False, False, {}
-
-
 @pytest.mark.filterwarnings("ignore:.*NaN value")
 def test_runtime_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if "test/NaNReward-v0" not in gym.registry:
-        gym.register("test/NaNReward-v0", entry_point=_NaNRewardEnv, max_episode_steps=5)
+    register_nan_reward_env("test/NaNReward-v0")
     code = cli.main(
         [
             "train",

@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch
+from _helpers import register_nan_reward_env
 
 from bongrl import checkpoint, cli, compare, runs, tune
 from bongrl.compare.plan import plan_conflict
@@ -326,24 +325,11 @@ def test_bad_arguments_exit_2_with_one_line(
 
 
 # ------------------------------------------------------------------------------------------------ 7. messages
-class _NaNRewardEnv(gym.Env):
-    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
-        super().reset(seed=seed)
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):  # type: ignore[override]
-        return np.zeros(2, np.float32), float("nan"), False, False, {}
-
-
 @pytest.mark.filterwarnings("ignore:.*NaN value")
 def test_a_failure_before_any_checkpoint_names_only_files_that_exist(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if "test/NaNRewardHabits-v0" not in gym.registry:
-        gym.register("test/NaNRewardHabits-v0", entry_point=_NaNRewardEnv, max_episode_steps=5)
+    register_nan_reward_env("test/NaNRewardHabits-v0")
     out = tmp_path / "diag0"
     argv = ["train", "--env", "test/NaNRewardHabits-v0", "--steps", "10", "--set", "hidden=[4]", "--out", str(out),
             "--quiet", "--device", "cpu", "--posterior", "diag"]
