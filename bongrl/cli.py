@@ -204,18 +204,25 @@ def _resolve_resume(args: argparse.Namespace) -> tuple[RunSpec, Path, dict[str, 
             f"--eval-episodes, --checkpoint-every and --quiet may be given (got {', '.join('--' + f for f in given)})"
         )
     read_meta(run_dir / runs.CHECKPOINT)  # CheckpointError (exit 2) before config.json is touched
-    try:
-        saved = runs.read_json(run_dir / runs.CONFIG)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--resume: cannot read {str(run_dir / runs.CONFIG)!r}: {_one_line(exc)}") from exc
-    if not isinstance(saved, dict):
-        raise UsageError(f"--resume: {str(run_dir / runs.CONFIG)!r} is not a bongrl run config")
+    saved = _read_run_config(run_dir, "--resume: ")
     changes = {k: getattr(args, k) for k in ("steps", "eval_every", "eval_episodes", "checkpoint_every", "device")
                if getattr(args, k) is not None}
     spec = RunSpec.from_config(saved).replace(**changes)
     check_env_id(spec.env)  # registered (making it waits for training): a broken config fails before any write
     spec.validate(check_env=False)
     return spec, run_dir, saved
+
+
+def _read_run_config(run_dir: Path, prefix: str = "") -> dict[str, Any]:
+    """A run directory's ``config.json`` as a dict (UsageError, starting with ``prefix``, if it is unreadable)."""
+    path = run_dir / runs.CONFIG
+    try:
+        config = runs.read_json(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{prefix}cannot read {str(path)!r}: {_one_line(exc)}") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"{prefix}{str(path)!r} is not a bongrl run config")
+    return config
 
 
 def _fresh_run_dir(base: Path) -> Path:
@@ -291,13 +298,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     if not runs.holds_run(run_dir):
         raise UsageError(f"{str(run_dir)!r} is not a run directory (it needs {runs.CONFIG} and {runs.CHECKPOINT})")
-    try:
-        config = runs.read_json(run_dir / runs.CONFIG)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read {str(run_dir / runs.CONFIG)!r}: {_one_line(exc)}") from exc
-    if not isinstance(config, dict):
-        raise UsageError(f"{str(run_dir / runs.CONFIG)!r} is not a bongrl run config")
-    spec = RunSpec.from_config(config)
+    spec = RunSpec.from_config(_read_run_config(run_dir))
     agent = spec.agent_class().load(run_dir / runs.CHECKPOINT, device=args.device)
     seed = 20_000 if args.seed is None else args.seed
     try:
