@@ -59,8 +59,9 @@ class BongDQNConfig(ExplorationSettings):
     """Hyperparameters of :class:`BongDQN` (each can be set as a keyword or with ``--set key=value``)."""
 
     hidden: list[int] = field(default_factory=lambda: [64, 64])
-    """Hidden layer widths of the Q-network MLP (ReLU; image observations get a fixed CNN instead). Wider
-    networks cost more per update for no measured gain on classic control (docs/design.md §9.3)."""
+    """Hidden layer widths of the Q-network MLP (ReLU; image observations get a fixed CNN instead); ``[]`` is a
+    linear Q on the encoded observation (tabular for one-hot observations such as DeepSea's). Wider networks cost
+    more per update for no measured gain on classic control (docs/design.md §9.3)."""
     gamma: float = 0.99
     """Discount factor γ_d of the TD target. Lower it when the task's horizon is short or the bootstrap targets
     drift; raise it (up to 1) for sparse rewards far in the future."""
@@ -146,6 +147,9 @@ class BongDQNConfig(ExplorationSettings):
     rto_precondition: str = "posterior"
     """Preconditioner of the randomise-then-optimise sweeps: "posterior" (the BONG covariance: Newton steps for a
     linear head) or "identity" (the prior covariance σ₀²I, an ablation that shows what BONG's curvature adds)."""
+    rto_randomize_prior: bool = True
+    """Anchor each randomise-then-optimise sample at a prior draw μ₀ + ξ, ξ ~ N(0, σ₀²I) (True), or at the prior
+    mean μ₀ with only the TD targets perturbed (False: the ablation without a randomised prior)."""
     polyak_eval: float = 1e-3
     """τ ∈ [0, 1): Polyak average θ̄ ← (1−τ)θ̄ + τμ of the posterior mean after every vector env step (0 = off),
     for the "averaged" evaluation (:meth:`BongDQN.greedy_predictor`); ``predict(deterministic=True)`` uses μ, which
@@ -177,8 +181,8 @@ class BongDQNConfig(ExplorationSettings):
     """Clip the body's gradient to this global norm before each Adam step (0 = off); SB3 DQN's max_grad_norm."""
 
     def validate(self) -> None:
-        if not self.hidden or any((not isinstance(h, int)) or h < 1 for h in self.hidden):
-            raise ValueError(f"hidden must be a non-empty list of positive ints, got {self.hidden!r}")
+        if not isinstance(self.hidden, list) or any((not isinstance(h, int)) or h < 1 for h in self.hidden):
+            raise ValueError(f"hidden must be a list of positive ints, got {self.hidden!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         for name in ("obs_std", "prior_std"):

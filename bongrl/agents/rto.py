@@ -29,6 +29,50 @@ Transitions = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 _STORE_TENSORS = ("obs", "act", "next_obs", "term", "rew_sum", "count", "phi", "phi_next")
 
 
+#: cached features with at most this fraction of non-zeros are kept as (row, column, value) triplets: a one-hot
+#: encoding (DeepSea's grid, a tabular Q) then costs O(rows) per sweep instead of O(rows × features)
+SPARSE_DENSITY = 0.05
+
+
+class _Features:
+    """The cached body features φ (M × D) of the merged transitions as the linear head's operator: values
+    φWᵀ + b, the chosen action's value, and the transpose product. Dense, or sparse triplets when at most
+    :data:`SPARSE_DENSITY` of φ is non-zero (same numbers up to the order of summation)."""
+
+    def __init__(self, phi: Tensor) -> None:
+        self.m, self.d = phi.shape
+        nonzero = phi != 0
+        self.sparse = int(nonzero.sum()) <= SPARSE_DENSITY * phi.numel()
+        self.phi = phi
+        if self.sparse:
+            self.rows, self.cols = nonzero.nonzero(as_tuple=True)
+            self.vals = phi[self.rows, self.cols]
+
+    def values(self, W: Tensor, b: Tensor) -> Tensor:
+        """Q(s_j, ·) = φ_j Wᵀ + b for every row, (M, A)."""
+        if not self.sparse:
+            return torch.addmm(b, self.phi, W.T)
+        out = b.expand(self.m, -1).clone()
+        return out.index_add_(0, self.rows, W[:, self.cols].T * self.vals.unsqueeze(1))
+
+    def chosen(self, W: Tensor, b: Tensor, act: Tensor) -> Tensor:
+        """Q(s_j, a_j), (M,)."""
+        if not self.sparse:
+            return self.values(W, b).gather(1, act.unsqueeze(1))[:, 0]
+        return b[act].index_add(0, self.rows, W[act[self.rows], self.cols] * self.vals)
+
+    def transpose(self, w: Tensor, act: Tensor, num_actions: int) -> Tensor:
+        """Jᵀw, J the Jacobian of the chosen values in θ = [W row-major, b]: [Σ_j w_j e_{a_j} φ_jᵀ, Σ_j w_j e_{a_j}]."""
+        A, D = num_actions, self.d
+        if self.sparse:
+            gW = torch.zeros(A * D, dtype=w.dtype, device=w.device).index_add_(
+                0, act[self.rows] * D + self.cols, w[self.rows] * self.vals)
+        else:
+            gW = torch.zeros(A, D, dtype=w.dtype, device=w.device).index_add_(0, act, w.unsqueeze(1) * self.phi)
+        gb = torch.zeros(A, dtype=w.dtype, device=w.device).index_add_(0, act, w)
+        return torch.cat([gW.reshape(-1), gb])
+
+
 class RTOSettings(Protocol):
     """The hyperparameters a sampler reads, live, on every sample (:class:`~bongrl.agents.bong_dqn.BongDQNConfig`
     has them all; see its field docs)."""
@@ -42,6 +86,7 @@ class RTOSettings(Protocol):
     rto_clip: float
     rto_cg: int
     rto_precondition: str
+    rto_randomize_prior: bool
 
 
 class TransitionSource(Protocol):
@@ -108,10 +153,9 @@ class RTOSampler:
             return self._sample_merged()
         cfg, est = self.settings, self.est
         n = self.source.size()
-        P = est.num_params
         g = self.generator
         prior_std = cfg.prior_std
-        anchor = est.prior_mean + prior_std * torch.randn(P, generator=g, dtype=est.dtype).to(est.device)
+        anchor = self._anchor()
         noise = cfg.obs_std * torch.randn(n, generator=g, dtype=est.dtype).to(est.device)
         theta = self.prev if self.prev is not None else est.mean.clone()
         obs, act, rew, nxt, term = self.source.rows()
@@ -122,6 +166,14 @@ class RTOSampler:
             grad = grad_lik + (anchor - theta) / prior_std**2
             theta = theta + cfg.rto_step * self._precondition(grad)
         return self._keep(theta)
+
+    def _anchor(self) -> Tensor:
+        """The sample's prior anchor μ₀ + ξ, ξ ~ N(0, σ₀²I) (``rto_randomize_prior``; else μ₀, drawing nothing)."""
+        est = self.est
+        if not self.settings.rto_randomize_prior:
+            return est.prior_mean.clone()
+        xi = torch.randn(est.num_params, generator=self.generator, dtype=est.dtype).to(est.device)
+        return est.prior_mean + self.settings.prior_std * xi
 
     def _precondition(self, v: Tensor) -> Tensor:
         """The sweeps' preconditioner applied to v: the BONG posterior covariance Σ v (``rto_precondition=
@@ -214,7 +266,7 @@ class RTOSampler:
         g = self.generator
         P = est.num_params
         prior_std, s2 = cfg.prior_std, cfg.obs_std**2
-        anchor = est.prior_mean + prior_std * torch.randn(P, generator=g, dtype=est.dtype).to(est.device)
+        anchor = self._anchor()
         count = store["count"]
         noise = cfg.obs_std * torch.randn(store["m"], generator=g, dtype=est.dtype).to(est.device) / count.sqrt()
         rbar = store["rew_sum"] / count + noise
@@ -227,13 +279,16 @@ class RTOSampler:
         def clip(v: Tensor) -> Tensor:
             return v.clamp(-c, c) if c > 0 else v
 
+        if store["features"] is not None:
+            if store.get("ops_m") != store["m"]:  # operators over the cached features, rebuilt as the store grows
+                store["ops"], store["ops_m"] = (_Features(store["phi"]), _Features(store["phi_next"])), store["m"]
+            phi, phin = store["ops"]
+
         def jv(v: Tensor) -> Tensor:  # J v: the head's Q(s_j, a_j) at parameters v
-            return torch.addmm(v[P - A :], store["phi"], v[: P - A].view(A, -1).T).gather(1, act.unsqueeze(1))[:, 0]
+            return phi.chosen(v[: P - A].view(A, -1), v[P - A :], act)
 
         def jt(w: Tensor) -> Tensor:  # Jᵀ w
-            gW = torch.zeros(A, P // A - 1, dtype=w.dtype, device=w.device).index_add_(
-                0, act, w.unsqueeze(1) * store["phi"])
-            return torch.cat([gW.reshape(-1), torch.zeros(A, dtype=w.dtype, device=w.device).index_add_(0, act, w)])
+            return phi.transpose(w, act, A)
 
         def pcg(theta: Tensor, r: Tensor) -> Tensor:
             z = self._precondition(r)
@@ -252,10 +307,9 @@ class RTOSampler:
 
         for _ in range(cfg.rto_sweeps):
             if store["features"] is not None:  # linear head on cached features: closed-form gradient
-                phi, phin = store["phi"], store["phi_next"]
                 W, b = theta[: P - A].view(A, -1), theta[P - A :]
-                y = rbar + cont * clip(torch.addmm(b, phin, W.T).max(-1).values)
-                q = torch.addmm(b, phi, W.T).gather(1, act.unsqueeze(1)).squeeze(1)
+                y = rbar + cont * clip(phin.values(W, b).max(-1).values)
+                q = phi.chosen(W, b, act)
                 grad_lik = jt(count * (y - q) / s2)
                 if cfg.rto_cg > 0:  # PCG on Λθ = Σ₀⁻¹ anchor + Jᵀ(c·y)/σ², Λ = Σ₀⁻¹ + JᵀCJ/σ², from θ
                     theta = pcg(theta, grad_lik + (anchor - theta) / prior_std**2)
