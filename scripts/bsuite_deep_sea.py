@@ -3,6 +3,7 @@
 One command writes everything the README reports (``results/bsuite_deep_sea/``)::
 
     python scripts/bsuite_deep_sea.py --jobs 2              # sweep (seeds 101-103), ablations, families
+    python scripts/bsuite_deep_sea.py --jobs 2 --parts stochastic   # the stretch goal: deep_sea_stochastic
 
 Parts (``--parts``):
 
@@ -12,6 +13,8 @@ Parts (``--parts``):
   held out: nothing was chosen on them). Scored with bsuite's ``analysis.score`` (the fraction of sizes solved
   before 2^N + 100 episodes) and ``find_solution`` (episodes to solve: the first episode e with
   total_bad_episodes / e < 0.9).
+* ``stochastic`` (on request): bsuite's ``deep_sea_stochastic`` sweep with the same agent, first seed only, scored
+  with that experiment's analysis (fewer than 80 % bad episodes, counted from episode 100).
 * ``ablations``: N = 20 and 40 without each part of the sampler (plain posterior samples θ ~ N(μ, Σ), the prior
   covariance as preconditioner, no randomised prior), at most ``--ablation-episodes`` episodes.
 * ``families``: the same sampler over other posteriors at N = 20 and 40 (``dlr``, ``full``, and the previous
@@ -58,8 +61,10 @@ VARIANTS: dict[str, tuple[str | None, dict[str, Any], str]] = {
                         "the previous configuration: full covariance over fixed random ReLU features, width the "
                         "smallest power of two >= N² (at least 256)"),
 }
-PARTS = {"sweep": ["preset"], "ablations": ["plain-samples", "identity-preconditioner", "fixed-prior"],
+PARTS = {"sweep": ["preset"], "stochastic": ["preset"],
+         "ablations": ["plain-samples", "identity-preconditioner", "fixed-prior"],
          "families": ["dlr", "full", "random-features"]}
+DEFAULT_PARTS = ["sweep", "ablations", "families"]  # "stochastic" on request
 FIELDS = ["part", "variant", "size", "seed", "max_episodes", "episodes", "solved", "episodes_to_solve",
           "total_bad_episodes", "beat_dither", "wall_s", "wall_per_episode_s", "params", "merged_transitions",
           "failure"]
@@ -70,8 +75,9 @@ def features(size: int) -> int:
     return max(256, 1 << math.ceil(math.log2(size * size)))
 
 
-def make_agent(size: int, seed: int, variant: str) -> tuple[Any, Any]:
-    """BongDQN on bsuite's DeepSea of side ``size`` (mapping_seed 42) for ``variant`` (:data:`VARIANTS`)."""
+def make_agent(size: int, seed: int, variant: str, stochastic: bool = False) -> tuple[Any, Any]:
+    """BongDQN on bsuite's DeepSea of side ``size`` (mapping_seed 42) for ``variant`` (:data:`VARIANTS`);
+    ``stochastic``: bsuite's deep_sea_stochastic env (noise seeded with the agent's seed)."""
     import bongrl  # noqa: F401  (registers the envs)
     from bongrl import presets
     from bongrl.agents.bong_dqn import BongDQN
@@ -82,7 +88,8 @@ def make_agent(size: int, seed: int, variant: str) -> tuple[Any, Any]:
     hp = {**preset["hyperparameters"], **overrides}
     if hp.get("hidden") == "features":
         hp["hidden"] = [features(size)]
-    env = BsuiteDeepSea(size=size, mapping_seed=MAPPING_SEED)
+    env = BsuiteDeepSea(size=size, mapping_seed=MAPPING_SEED, deterministic=not stochastic,
+                        seed=seed if stochastic else None)
     agent = BongDQN(env, posterior=posterior or preset["posterior"], seed=seed, device="cpu", **hp)
     return agent, env
 
@@ -97,12 +104,15 @@ def run(size: int, seed: int, variant: str, max_episodes: int, part: str) -> dic
     start = time.perf_counter()
     solved_at: list[int] = []
     agent = None
+    stochastic = part == "stochastic"
+    # bsuite's find_solution: deep_sea total_bad / e < 0.9; deep_sea_stochastic < 0.8 and only from episode 100
+    thresh, first = (0.8, 100) if stochastic else (0.9, 1)
     try:
-        agent, env = make_agent(size, seed, variant)
+        agent, env = make_agent(size, seed, variant, stochastic)
 
         def callback(_agent: Any, event: dict[str, Any]) -> bool:
             e = event["episode"]
-            if env.bsuite_info()["total_bad_episodes"] / e < 0.9:
+            if e >= first and env.bsuite_info()["total_bad_episodes"] / e < thresh:
                 solved_at.append(e)
                 return False
             return e < max_episodes
@@ -165,14 +175,18 @@ def bsuite_frame(rows: list[dict[str, Any]]) -> Any:
                          "total_bad_episodes": [int(r["total_bad_episodes"] or 0) for r in rows]})
 
 
-def bsuite_analysis(rows: list[dict[str, Any]]) -> tuple[float, dict[int, tuple[int, bool]]]:
-    """bsuite's deep_sea ``score`` and ``find_solution`` ({N: (episode, solved)}) for one sweep's runs."""
-    from bsuite.experiments.deep_sea import analysis
+def bsuite_analysis(rows: list[dict[str, Any]], stochastic: bool = False) -> tuple[float, dict[int, tuple[int, bool]]]:
+    """bsuite's deep_sea (or deep_sea_stochastic) ``score`` and ``find_solution`` ({N: (episode, solved)}) for one
+    sweep's runs."""
+    if stochastic:
+        from bsuite.experiments.deep_sea_stochastic import analysis
+    else:
+        from bsuite.experiments.deep_sea import analysis
 
     df = bsuite_frame(rows)
     with _series_append():
         score = float(analysis.score(df))
-        sol = analysis.find_solution(df, merge=False)
+        sol = analysis.find_solution(df) if stochastic else analysis.find_solution(df, merge=False)
     return score, {int(r.size): (int(r.episode), bool(r.solved)) for r in sol.itertuples()}
 
 
@@ -262,6 +276,20 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
                       + f" episodes (Successor Uncertainties' curve: {0.112 * 50**2.5:.0f})"]
         out["wall_per_episode_s"] = {n: float(np.mean([r["wall_per_episode_s"] for r in sweep if r["size"] == n]))
                                      for n in sorted({r["size"] for r in sweep})}
+    stoch = [r for r in rows if r["part"] == "stochastic"]
+    if stoch:
+        lines += ["", "## deep_sea_stochastic (bsuite's noisy variant; criterion < 0.8 bad from episode 100)", "",
+                  "| N | " + " | ".join(str(r["size"]) for r in sorted(stoch, key=lambda r: r["size"])) + " |",
+                  "|---" * (len(stoch) + 1) + "|",
+                  "| episodes to solve | " + " | ".join(_cell(r) for r in sorted(stoch, key=lambda r: r["size"]))
+                  + " |", ""]
+        for s, rs in sorted((s, [r for r in stoch if r["seed"] == s]) for s in {r["seed"] for r in stoch}):
+            if {r["size"] for r in rs} == set(SIZES):
+                score, _ = bsuite_analysis(rs, stochastic=True)
+                out.setdefault("stochastic_scores", {})[s] = score
+                lines.append(f"- **bsuite deep_sea_stochastic score, seed {s}: {score:.2f}**")
+            else:
+                lines.append(f"- seed {s}: {len(rs)}/{len(SIZES)} sizes run (no score: the sweep is incomplete)")
     for part, title in (("ablations", "Ablations"), ("families", "Posterior families")):
         prs = [r for r in rows if r["part"] == part]
         if not prs:
@@ -330,6 +358,8 @@ def plan(parts: list[str], seeds: list[int], max_episodes: int, ablation_episode
     jobs: list[tuple] = []
     if "sweep" in parts:
         jobs += [(n, s, "preset", max_episodes, "sweep") for s in seeds for n in SIZES]
+    if "stochastic" in parts:  # the stretch goal: one seed
+        jobs += [(n, seeds[0], "preset", max_episodes, "stochastic") for n in SIZES]
     if "ablations" in parts:
         jobs += [(n, s, v, ablation_episodes, "ablations") for v in PARTS["ablations"] for s in seeds
                  for n in ABLATION_SIZES]
@@ -341,7 +371,7 @@ def plan(parts: list[str], seeds: list[int], max_episodes: int, ablation_episode
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=sorted(PARTS))
+    p.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=DEFAULT_PARTS)
     p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103], help="agent seeds (one sweep each)")
     p.add_argument("--max-episodes", type=int, default=NUM_EPISODES)
     p.add_argument("--ablation-episodes", type=int, default=3_000, help="cap of the ablation and family runs")

@@ -108,3 +108,12 @@ def test_sparse_features_give_the_dense_numbers() -> None:
         J[j, act[j] * D : (act[j] + 1) * D] = phi[j]
         J[j, A * D + act[j]] = 1.0
     torch.testing.assert_close(ops.transpose(w, act, A), J.T @ w, rtol=0, atol=1e-12)
+
+
+def test_stochastic_part_uses_bsuites_stochastic_criterion() -> None:
+    row = bds.run(8, seed=0, variant="preset", max_episodes=400, part="stochastic")
+    assert row["solved"] and not row["failure"], row
+    e = row["episodes_to_solve"]
+    assert e >= 100 and row["total_bad_episodes"] / e < 0.8  # deep_sea_stochastic: < 80 % bad, from episode 100
+    score, solution = bds.bsuite_analysis([{**row, "size": n} for n in bds.SIZES], stochastic=True)
+    assert solution[10] == (e, True) and score == 1.0
