@@ -17,8 +17,8 @@ Parts (``--parts``):
   with that experiment's analysis (fewer than 80 % bad episodes, counted from episode 100).
 * ``ablations``: N = 20 and 40 without each part of the sampler (plain posterior samples θ ~ N(μ, Σ), the prior
   covariance as preconditioner, no randomised prior), at most ``--ablation-episodes`` episodes.
-* ``families``: the same sampler over other posteriors at N = 20 and 40 (``dlr``, ``full``, and the previous
-  configuration: ``full`` on 512 / 2048 fixed random ReLU features), first sweep seed only.
+* ``families``: the same sampler over other posteriors at N = 20 and 40 (``dlr``, ``full``; ``kfac`` and the previous
+  configuration — ``full`` on 512 fixed random ReLU features — at N = 20 only), first sweep seed only.
 
 A run stops at the episode where bsuite's criterion is first met: later episodes cannot change the score or the
 episodes to solve. Each run is one row of ``runs.csv`` (kept: rerunning the command only runs what is missing);
@@ -57,13 +57,14 @@ VARIANTS: dict[str, tuple[str | None, dict[str, Any], str]] = {
     "fixed-prior": (None, {"rto_randomize_prior": False}, "no randomised prior: samples anchored at the prior mean"),
     "dlr": ("dlr", {}, "diagonal plus rank-10 posterior"),
     "full": ("full", {}, "full-covariance posterior"),
+    "kfac": ("kfac", {}, "Kronecker-factored posterior"),
     "random-features": ("full", {"hidden": "features"},
                         "the previous configuration: full covariance over fixed random ReLU features, width the "
                         "smallest power of two >= N² (at least 256)"),
 }
 PARTS = {"sweep": ["preset"], "stochastic": ["preset"],
          "ablations": ["plain-samples", "identity-preconditioner", "fixed-prior"],
-         "families": ["dlr", "full", "random-features"]}
+         "families": ["dlr", "full", "kfac", "random-features"]}
 DEFAULT_PARTS = ["sweep", "ablations", "families"]  # "stochastic" on request
 FIELDS = ["part", "variant", "size", "seed", "max_episodes", "episodes", "solved", "episodes_to_solve",
           "total_bad_episodes", "beat_dither", "wall_s", "wall_per_episode_s", "params", "merged_transitions",
@@ -364,8 +365,10 @@ def plan(parts: list[str], seeds: list[int], max_episodes: int, ablation_episode
         jobs += [(n, s, v, ablation_episodes, "ablations") for v in PARTS["ablations"] for s in seeds
                  for n in ABLATION_SIZES]
     if "families" in parts:
+        # N = 40 is left out where a run costs too much: 2048 random features (~7 s per episode), kfac's dense
+        # 1600 × 1600 input factor
         jobs += [(n, seeds[0], v, ablation_episodes, "families") for v in PARTS["families"] for n in ABLATION_SIZES
-                 if not (v == "random-features" and n > 20)]  # 2048 features at N = 40: ~7 s per episode
+                 if not (v in ("random-features", "kfac") and n > 20)]
     return sorted(jobs, key=lambda j: -j[0])
 
 
