@@ -140,6 +140,14 @@ def symmetrize(m: Tensor) -> Tensor:
     return 0.5 * (m + m.transpose(-1, -2))
 
 
+def eigvecs_sym(m: Tensor) -> Tensor:
+    """Orthonormal eigenvectors (ascending eigenvalues, as columns) of the symmetric part of ``m``, computed in
+    float64 and returned in ``m``'s dtype. float32 LAPACK ``eigh`` fails or returns NaN on matrices with many
+    repeated eigenvalues (the input factor of one-hot features) or columns of very different scale; the matrices
+    decomposed here are small (a Gram matrix, a Kronecker factor)."""
+    return torch.linalg.eigh(symmetrize(m).double())[1].to(m.dtype)
+
+
 def cholesky_psd(m: Tensor, jitter: float = 0.0) -> Tensor:
     """Lower Cholesky factor of a symmetric PSD matrix.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bongrl.posteriors.base import PosteriorFamily, SearchSpace, State, cholesky_psd, symmetrize
+from bongrl.posteriors.base import PosteriorFamily, SearchSpace, State, cholesky_psd, eigvecs_sym, symmetrize
 
 
 class DiagonalPlusLowRank(PosteriorFamily):
@@ -83,11 +83,9 @@ class DiagonalPlusLowRank(PosteriorFamily):
         L = cholesky_psd(eye + DWtT @ WtT.T)
         dg = dinv * g
         delta = dg - torch.cholesky_solve((WtT @ dg).unsqueeze(1), L).squeeze(1) @ DWtT
-        # The Gram matrix is only (L+K)²: decompose it in float64. float32 LAPACK eigh returns NaN when columns
-        # of very different scale meet (e.g. ~1e-11 softmax Jacobians beside O(1) factors), which W inherits.
-        gram = symmetrize(WtT @ WtT.T)
-        _, V = torch.linalg.eigh(gram.double())
-        V = V.to(WtT.dtype)
+        # The Gram matrix is only (L+K)²: decompose it in float64 (eigvecs_sym). float32 LAPACK eigh returns NaN
+        # when columns of very different scale meet (e.g. ~1e-11 softmax Jacobians beside O(1) factors).
+        V = eigvecs_sym(WtT @ WtT.T)
         proj = V.flip(-1).T @ WtT  # rows: W̃ projected on the eigenvectors, descending
         extra = proj[rank:]
         return {"mean": state["mean"] + delta, "ups": ups + (extra * extra).sum(0), "W": proj[:rank].T}

@@ -70,7 +70,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bongrl.posteriors.base import PosteriorFamily, State, symmetrize
+from bongrl.posteriors.base import PosteriorFamily, State, eigvecs_sym, symmetrize
 
 __all__ = ["KroneckerFactored", "KFACLayer"]
 
@@ -275,8 +275,7 @@ class KroneckerFactored(PosteriorFamily):
             FA = state[kFA] + torch.einsum("oak,obk->ab", M, M)
             UG, UA, S = state[kUG], state[kUA], state[kS]
             if refresh:
-                UG2 = torch.linalg.eigh(symmetrize(FG))[1]
-                UA2 = torch.linalg.eigh(symmetrize(FA))[1]
+                UG2, UA2 = eigvecs_sym(FG), eigvecs_sym(FA)  # float64: float32 eigh fails on one-hot inputs
                 RG, RA = UG2.T @ UG, UA2.T @ UA
                 S = (RG * RG) @ S @ (RA * RA).T  # diag of the old precision in the new basis
                 UG, UA = UG2, UA2
