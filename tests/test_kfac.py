@@ -300,3 +300,21 @@ def test_cartpole_overshoot_case_default_step_does_not_grow_the_residual():
     assert ratio[False] > 10.0  # measured 10.4: the plain step overshoots tenfold
     assert ratio[True] <= 1.0 + 1e-5  # measured 0.046; the default never grows it (float32 round-off allowance)
     assert KroneckerFactored().rescale_step  # and it is the default
+
+
+def test_one_hot_inputs_in_float32() -> None:
+    """One-hot inputs (a tabular Q: DeepSea's grid) give Kronecker input factors with many repeated eigenvalues,
+    on which float32 LAPACK eigh fails; the eigenbases are computed in float64 (eigvecs_sym), so every update
+    is accepted and the state stays finite."""
+    from torch import nn
+
+    from bongrl import BONG
+
+    D = 36
+    est = BONG(nn.Linear(D, 2), family="kfac", obs_std=0.1, prior_std=3.0, device="cpu", dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        x = torch.zeros(1, D)
+        x[0, int(torch.randint(D, (1,), generator=g))] = 1.0
+        est.update(x, torch.randn(1, generator=g), index=torch.randint(2, (1,), generator=g))
+    assert all(bool(torch.isfinite(v).all()) for v in est.state.values() if v.is_floating_point())
