@@ -316,6 +316,7 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
 
 def plot(rows: list[dict[str, Any]], path: Path, exponents: dict[str, Any]) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -324,6 +325,7 @@ def plot(rows: list[dict[str, Any]], path: Path, exponents: dict[str, Any]) -> N
     sweep = [r for r in rows if r["part"] == "sweep"]
     if not sweep:
         return
+    plt.style.use("default")  # bsuite's analysis imports plotnine, which may leave a style behind
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
     ns = np.linspace(10, 50, 100)
     ax.plot(ns, ns**3 / 3.16, "k--", label="Bootstrapped DQN + prior: N³/3.16")
@@ -346,9 +348,15 @@ def plot(rows: list[dict[str, Any]], path: Path, exponents: dict[str, Any]) -> N
     ax.legend(fontsize=7)
     bx.set_xscale("log")
     bx.set_yscale("log")
+    bx.set_xticks([10, 20, 30, 40, 50])
+    bx.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    bx.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    bx.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    bx.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
     bx.set_xlabel("DeepSea size N")
     bx.set_ylabel("wall time per episode (s, 1 CPU thread)")
-    bx.set_title(f"cost per episode ∝ N^{exponents.get('wall_exponent', math.nan):.2f}")
+    bx.set_title(f"cost per episode ∝ N^{exponents.get('wall_exponent', math.nan):.2f} "
+                 f"(N ≥ 30: N^{exponents.get('wall_exponent_n30', math.nan):.2f})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
