@@ -34,13 +34,15 @@ import contextlib
 import csv
 import json
 import math
-import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by file path
+from deep_sea_scaling import features, run_jobs  # noqa: E402  (the random-feature width; the job pool)
 
 SIZES = list(range(10, 51, 2))  # bsuite.experiments.deep_sea.sweep.SETTINGS
 NUM_EPISODES = 10_000  # bsuite.experiments.deep_sea.sweep.NUM_EPISODES
@@ -69,11 +71,6 @@ DEFAULT_PARTS = ["sweep", "ablations", "families"]  # "stochastic" on request
 FIELDS = ["part", "variant", "size", "seed", "max_episodes", "episodes", "solved", "episodes_to_solve",
           "total_bad_episodes", "beat_dither", "wall_s", "wall_per_episode_s", "params", "merged_transitions",
           "failure"]
-
-
-def features(size: int) -> int:
-    """The random-feature width of the previous configuration: the smallest power of two ≥ N², at least 256."""
-    return max(256, 1 << math.ceil(math.log2(size * size)))
 
 
 def make_agent(size: int, seed: int, variant: str, stochastic: bool = False) -> tuple[Any, Any]:
@@ -400,15 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         j for j in plan(args.parts, args.seeds, args.max_episodes, args.ablation_episodes)
         if (j[4], j[2], j[0], j[1], j[3]) not in have and (args.sizes is None or j[0] in args.sizes)]
     t0 = time.perf_counter()
-    if args.jobs > 1 and len(jobs) > 1:
-        with mp.get_context("fork").Pool(args.jobs, maxtasksperchild=1) as pool:
-            for row in pool.imap_unordered(_job, jobs):
-                rows.append(row)
-                write_rows(csv_path, rows)
-    else:
-        for job in jobs:
-            rows.append(_job(job))
-            write_rows(csv_path, rows)
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        write_rows(csv_path, rows)
+
+    run_jobs(_job, jobs, args.jobs, keep)
     md, summary = summarize(rows)
     (out / "summary.md").write_text(md)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

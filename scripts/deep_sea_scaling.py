@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,21 @@ def bench_rto(size: int, replay_sizes: list[int], repeats: int = 3) -> list[dict
             print(row, flush=True)
             out.append(row)
     return out
+
+
+def run_jobs(job: Callable[[tuple], dict[str, Any]], jobs: list[tuple], processes: int,
+             on_row: Callable[[dict[str, Any]], None]) -> None:
+    """``job(args)`` for every ``args`` in ``jobs``, in ``processes`` forked workers (a fresh one per run), calling
+    ``on_row`` with each result as it arrives (in order when ``processes`` is 1)."""
+    if processes > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(processes, maxtasksperchild=1) as pool:
+            for row in pool.imap_unordered(job, jobs):
+                on_row(row)
+    else:
+        for args in jobs:
+            on_row(job(args))
 
 
 def _job(args: tuple) -> dict[str, Any]:
@@ -426,17 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows = list(done)
     t0 = time.perf_counter()
-    if args.jobs > 1 and len(jobs) > 1:
-        import multiprocessing as mp
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        write_rows(csv_path, rows)
 
-        with mp.get_context("fork").Pool(args.jobs, maxtasksperchild=1) as pool:
-            for row in pool.imap_unordered(_job, jobs):
-                rows.append(row)
-                write_rows(csv_path, rows)
-    else:
-        for job in jobs:
-            rows.append(_job(job))
-            write_rows(csv_path, rows)
+    run_jobs(_job, jobs, args.jobs, keep)
     write_rows(csv_path, rows)
     title = (
         "DeepSea ablation: exploration rules"
