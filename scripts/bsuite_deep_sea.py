@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by file path
-from deep_sea_scaling import features, run_jobs  # noqa: E402  (the random-feature width; the job pool)
+from deep_sea_scaling import features, read_typed_rows, run_jobs  # noqa: E402  (shared with the sibling)
 
 SIZES = list(range(10, 51, 2))  # bsuite.experiments.deep_sea.sweep.SETTINGS
 NUM_EPISODES = 10_000  # bsuite.experiments.deep_sea.sweep.NUM_EPISODES
@@ -197,20 +197,8 @@ def loglog_slope(x: list[float], y: list[float]) -> float:
 
 # ----------------------------------------------------------------------------------------------- files
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    with path.open() as f:
-        for r in csv.DictReader(f):
-            for k in ("size", "seed", "max_episodes", "episodes"):
-                r[k] = int(r[k])
-            for k in ("solved", "beat_dither"):
-                r[k] = r[k] == "True"
-            r["episodes_to_solve"] = int(r["episodes_to_solve"]) if r["episodes_to_solve"] else ""
-            for k in ("wall_s", "wall_per_episode_s"):
-                r[k] = float(r[k])
-            rows.append(r)
-    return rows
+    return read_typed_rows(path, ("size", "seed", "max_episodes", "episodes", "episodes_to_solve"),
+                           ("wall_s", "wall_per_episode_s"), ("solved", "beat_dither"))
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

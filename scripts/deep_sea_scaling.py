@@ -244,28 +244,26 @@ def _job(args: tuple) -> dict[str, Any]:
     return row
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_typed_rows(path: Path, ints: tuple[str, ...], floats: tuple[str, ...] = (),
+                    bools: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows of a results CSV (none if it does not exist) with the named columns parsed; an empty int cell
+    stays ""."""
     if not path.exists():
         return []
     rows = []
     with path.open() as f:
         for r in csv.DictReader(f):
-            for k in (
-                "size",
-                "seed",
-                "features",
-                "episodes_to_solve",
-                "replay_size",
-                "transitions",
-                "max_episodes",
-            ):
-                r[k] = int(r[k])
-            for k in ("wall_s", "wall_per_episode_s"):
-                r[k] = float(r[k])
-            for k in ("solved", "beat_dither"):
-                r[k] = r[k] == "True"
+            r.update({k: int(r[k]) if r[k] != "" else "" for k in ints})
+            r.update({k: float(r[k]) for k in floats})
+            r.update({k: r[k] == "True" for k in bools})
             rows.append(r)
     return rows
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return read_typed_rows(
+        path, ("size", "seed", "features", "episodes_to_solve", "replay_size", "transitions", "max_episodes"),
+        ("wall_s", "wall_per_episode_s"), ("solved", "beat_dither"))
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
