@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 FAMILIES: dict[str, list[str]] = {"dlr": [], "diag": [], "kfac": [], "full": ["--set", "hidden=[32]"]}
@@ -138,19 +136,11 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _pack_results() -> ModuleType:
-    """``scripts/pack_results.py``, loaded from beside this file."""
-    spec = importlib.util.spec_from_file_location("pack_results", Path(__file__).resolve().with_name("pack_results.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def publish(records: list[dict[str, Any]], out: Path, runs: Path, command: str | None) -> str:
     """Write README.md, summary.json, learning_curves.png (and, when run directories exist, runs.csv.gz) into
     ``out``; returns the table."""
-    pack_results = _pack_results()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/pack_results.py, beside this file
+    import pack_results
     out.mkdir(parents=True, exist_ok=True)
     text = table(records)
     (out / "README.md").write_text(

@@ -25,14 +25,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 #: name -> (env id, env kwargs, env steps, eval every, eval episodes)
@@ -57,15 +55,6 @@ def _parse_steps(items: list[str]) -> dict[str, int]:
     return out
 
 
-def _pack_results() -> ModuleType:
-    """``scripts/pack_results.py``, loaded from beside this file."""
-    spec = importlib.util.spec_from_file_location("pack_results", Path(__file__).resolve().with_name("pack_results.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(
     names: list[str], seeds: str, jobs: int, out: Path, steps: dict[str, int], quiet: bool, runs: Path,
     command: str = "",
@@ -74,7 +63,8 @@ def run(
     ``command``, when given) into ``out/<env>``."""
     from bongrl import compare
 
-    pack_results = _pack_results()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/pack_results.py, beside this file
+    import pack_results
     for name in names:
         env_id, kwargs, budget, every, episodes = ENVS[name]
         budget = steps.get(name, budget)
