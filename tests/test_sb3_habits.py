@@ -188,6 +188,16 @@ def test_thompson_bandit_plays_one_env_sb3_vec_envs() -> None:
         agent.set_env(make_vec_env("bongrl/WheelBandit-v0", n_envs=2))
 
 
+def test_loaded_bandit_continues_on_a_vec_env(tmp_path: Path) -> None:
+    """A checkpoint's saved env stream belongs to a plain env; on a VecEnv the run is seeded instead."""
+    agent = _bandit()
+    agent.learn(10, env="bongrl/WheelBandit-v0")
+    loaded = ThompsonBandit.load(agent.save(tmp_path / "b.safetensors"),
+                                 env=make_vec_env("bongrl/WheelBandit-v0", n_envs=1, seed=0))
+    loaded.learn(10)
+    assert loaded.num_rounds == 20
+
+
 # ----------------------------------------------------------------------------------------------- get/set_env
 def test_get_env_and_set_env() -> None:
     agent = _dqn()

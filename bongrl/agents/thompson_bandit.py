@@ -286,9 +286,11 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         self._setup_logging(tb_log_name, reset_num_timesteps, log_interval)
         seed_now: int | None = self.seed if seed is None else seed
         if self._pending_env_rng is not None:  # loaded from a checkpoint: continue the env's random stream
-            env.unwrapped.np_random.bit_generator.state = self._pending_env_rng
+            base = getattr(env, "unwrapped", None)  # a vector env (VecBanditView) has none to restore: it is seeded
+            if base is not None:
+                base.np_random.bit_generator.state = self._pending_env_rng
+                seed_now = None
             self._pending_env_rng = None
-            seed_now = None
 
         def on_round(event: dict[str, Any]) -> bool:
             self.cumulative_regret = event["cumulative_regret"]  # before the callbacks: a checkpoint there is exact
@@ -399,7 +401,5 @@ class ThompsonBandit(PosteriorValueAgent, Agent):
         if env is None and meta.get("env_id"):
             env = gym.make(meta["env_id"], **(meta.get("env_kwargs") or {}))
         if env is not None:
-            pending = agent._pending_env_rng
-            agent.set_env(env)
-            agent._pending_env_rng = pending  # learn() continues the saved env's random stream on this env
+            agent.set_env(env)  # learn() continues the saved env's random stream on it
         return agent
