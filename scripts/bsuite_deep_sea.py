@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by file path
-from deep_sea_scaling import features, read_typed_rows, run_jobs  # noqa: E402  (shared with the sibling)
+from deep_sea_scaling import features, read_typed_rows, run_jobs, total_bad  # noqa: E402  (shared with the sibling)
 
 SIZES = list(range(10, 51, 2))  # bsuite.experiments.deep_sea.sweep.SETTINGS
 NUM_EPISODES = 10_000  # bsuite.experiments.deep_sea.sweep.NUM_EPISODES
@@ -110,7 +110,7 @@ def run(size: int, seed: int, variant: str, max_episodes: int, part: str) -> dic
 
         def callback(_agent: Any, event: dict[str, Any]) -> bool:
             e = event["episode"]
-            if e >= first and env.bsuite_info()["total_bad_episodes"] / e < thresh:
+            if e >= first and total_bad(env) / e < thresh:
                 solved_at.append(e)
                 return False
             return e < max_episodes
@@ -124,7 +124,7 @@ def run(size: int, seed: int, variant: str, max_episodes: int, part: str) -> dic
     store = agent.rto.store if agent is not None else None
     row.update(
         episodes=episodes, solved=solved, episodes_to_solve=solved_at[0] if solved else "",
-        total_bad_episodes=env.bsuite_info()["total_bad_episodes"] if agent is not None else "",
+        total_bad_episodes=total_bad(env) if agent is not None else "",
         beat_dither=solved and solved_at[0] < 2**size + 100, wall_s=round(wall, 2),
         wall_per_episode_s=round(wall / max(1, episodes), 5),
         params=agent.est.num_params if agent is not None else "",
